@@ -1,0 +1,43 @@
+"""One place that initialises Taichi: CUDA when present, else CPU; never ti.gpu.
+
+`ti.gpu` probes OpenGL first, which segfaults on machines without a GPU (Mesa), so the
+CUDA backend is asked for explicitly; Taichi falls back to CPU by itself when CUDA is absent.
+Environment:
+  NOISEWARP_TI_ARCH     cuda (default) | cpu
+  NOISEWARP_THREADS     CPU thread count (results do not depend on it)
+  TI_OFFLINE_CACHE_FILE_PATH / NOISEWARP_TI_CACHE  where compiled kernels are cached
+"""
+from __future__ import annotations
+
+import os
+
+_ARCH = None
+
+
+def init():
+    """Initialise Taichi once; return the arch name actually in use ('cuda' or 'x64'/'arm64')."""
+    global _ARCH
+    if _ARCH is not None:
+        return _ARCH
+    import taichi as ti
+
+    cache = (os.environ.get("NOISEWARP_TI_CACHE") or os.environ.get("TI_OFFLINE_CACHE_FILE_PATH")
+             or os.path.join(os.path.expanduser("~"), ".cache", "noisewarp", "taichi"))
+    kwargs = dict(offline_cache=True, offline_cache_file_path=cache, log_level=ti.ERROR,
+                  default_fp=ti.f32, default_ip=ti.i32, random_seed=0)
+    threads = os.environ.get("NOISEWARP_THREADS")
+    if threads:
+        kwargs["cpu_max_num_threads"] = int(threads)
+    want = os.environ.get("NOISEWARP_TI_ARCH", "cuda").lower()
+    arch = ti.cpu if want == "cpu" else ti.cuda
+    ti.init(arch=arch, **kwargs)
+    _ARCH = str(ti.lang.impl.current_cfg().arch).split(".")[-1]
+    return _ARCH
+
+
+def available() -> bool:
+    try:
+        import taichi  # noqa: F401
+    except Exception:
+        return False
+    return True

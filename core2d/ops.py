@@ -1,0 +1,71 @@
+"""Small exact operations on white noise, for any number of spatial axes (2D images, 3D volumes)."""
+import numpy as np
+
+from . import rng
+
+
+def pool(noise: np.ndarray, factor: int) -> np.ndarray:
+    """∫-pooling: sum each factor^d block and divide by sqrt(block size).
+
+    The sum of b i.i.d. N(0,1) over sqrt(b) is N(0,1), so pooled white noise is white again
+    (this is how latent-resolution noise is made). noise: [*spatial, C]; every spatial size
+    must be divisible by factor.
+    """
+    factor = int(factor)
+    if factor == 1:
+        return noise
+    spatial = noise.shape[:-1]
+    for n in spatial:
+        if n % factor:
+            raise ValueError(f"cannot ∫-pool shape {noise.shape[:-1]} by {factor}: "
+                             f"every size must be divisible by {factor}")
+    shape = []
+    for n in spatial:
+        shape += [n // factor, factor]
+    blocks = noise.reshape(shape + [noise.shape[-1]])
+    axes = tuple(range(1, 2 * len(spatial), 2))
+    out = blocks.sum(axis=axes, dtype=np.float64) / np.sqrt(float(factor) ** len(spatial))
+    return out.astype(np.float32)
+
+
+def upsample_flow(flow: np.ndarray, factor: int) -> np.ndarray:
+    """Flow on a factor× finer grid: linear interpolation at the fine cell centres, values × factor.
+
+    Works for [*spatial, D] flows with D = number of spatial axes (2D or 3D).
+    """
+    factor = int(factor)
+    if factor == 1:
+        return flow
+    out = flow.astype(np.float32)
+    for axis in range(flow.ndim - 1):
+        n = out.shape[axis]
+        fine = (np.arange(n * factor, dtype=np.float64) + 0.5) / factor - 0.5
+        fine = np.clip(fine, 0, n - 1)
+        i0 = np.floor(fine).astype(np.int64)
+        i1 = np.minimum(i0 + 1, n - 1)
+        t = (fine - i0).astype(np.float32)
+        shape = [1] * out.ndim
+        shape[axis] = -1
+        t = t.reshape(shape)
+        out = np.take(out, i0, axis=axis) * (1 - t) + np.take(out, i1, axis=axis) * t
+    return (out * np.float32(factor)).astype(np.float32)
+
+
+def degrade(noise: np.ndarray, alpha, seed: int, frame: int) -> np.ndarray:
+    """Mix in fresh noise: ((1-α) y + α ε) / sqrt((1-α)² + α²), still N(0,1).
+
+    alpha: a scalar or an array broadcastable to noise's spatial shape (a per-pixel mask).
+    Correlation with the input is (1-α)/sqrt((1-α)² + α²). ε is keyed by (seed, frame, pixel).
+    """
+    alpha = np.asarray(alpha, np.float32)
+    if alpha.ndim and alpha.shape != noise.shape[:-1]:
+        raise ValueError(f"degradation mask has shape {alpha.shape}, expected {noise.shape[:-1]} "
+                         "(the output's spatial shape)")
+    if not np.all(np.isfinite(alpha)) or np.any(alpha < 0) or np.any(alpha > 1):
+        raise ValueError("degradation α must be finite and within [0, 1]")
+    if alpha.ndim == 0 and float(alpha) == 0.0:
+        return noise
+    n = int(np.prod(noise.shape[:-1]))
+    eps = rng.gauss(seed, frame, rng.DEGRADE, np.arange(n), 0, noise.shape[-1]).reshape(noise.shape)
+    a = alpha[..., None] if alpha.ndim else alpha
+    return (((1 - a) * noise + a * eps) / np.sqrt((1 - a) ** 2 + a ** 2)).astype(np.float32)

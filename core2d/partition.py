@@ -1,0 +1,151 @@
+"""Partition building and the Brownian-bridge split: the math every ∫-noise warper shares.
+
+A warp is a list of *requests* (source cell c, destination p, weight w): destination p wants
+the part of cell c's white-noise integral of size w. A cell is split among its requesters
+in proportion to their weights, `a = w / max(T_c, floor)` with `T_c = Σ w` over the cell's
+requests; `floor = 0` divides the whole cell among requesters (particle variant, nearest),
+`floor = 1` keeps exact areas and leaves an unrequested leftover `1 - T_c` (grid variant).
+
+Pieces are drawn with the order-free zero-sum form of the bridge (ALGORITHMS.md §2):
+`piece = a x + z - a S`, `z = sqrt(a) n`, `S = Σ z` over all the cell's pieces and its
+leftover. `T_c` and `Σ sqrt(w) n` are accumulated in one pass with 2**32 fixed-point integer
+sums, which are exact and order-free, so results do not depend on thread count.
+
+Every function works on flat indices (cells and destinations numbered 0..N-1, noise as
+[N, C]), so the 2D and 3D warpers share it unchanged.
+"""
+import numpy as np
+
+from . import rng
+
+SCALE = 4294967296.0  # 2**32 fixed point
+INV_SCALE = np.float32(1.0 / SCALE)
+
+
+def quantize(v) -> np.ndarray:
+    """Float -> int64 fixed point (exact for the float32 values used here)."""
+    return np.rint(np.asarray(v, np.float64) * SCALE).astype(np.int64)
+
+
+def split_requests(x, src, dst, w, n_dst, seed, frame, floor):
+    """Bridge-split cells among requests; return (sum of pieces per destination [n_dst, C], Σa per destination).
+
+    x: [N_cells, C] float32 noise. src, dst: int arrays of request cells / destinations,
+    sorted by destination (the summation order the Taichi kernels use). w: float32 weights > 0.
+    """
+    x = np.asarray(x, np.float32)
+    n_cells, channels = x.shape
+    w = np.asarray(w, np.float32)
+    T = np.zeros(n_cells, np.int64)
+    np.add.at(T, src, quantize(w))
+    n = rng.gauss(seed, frame, rng.PIECE, src, dst, channels)
+    sw = np.sqrt(w)
+    U = np.zeros((n_cells, channels), np.int64)
+    np.add.at(U, src, quantize(sw[:, None] * n))
+
+    Tc = T[src].astype(np.float32) * INV_SCALE
+    den = np.maximum(Tc, np.float32(floor))
+    a = w / den
+    a0 = np.maximum(np.float32(1.0) - Tc / den, np.float32(0.0))
+    S = U[src].astype(np.float32) * INV_SCALE * (np.float32(1.0) / np.sqrt(den))[:, None]
+    if floor > 0:
+        S = S + np.sqrt(a0)[:, None] * rng.gauss(seed, frame, rng.LEFTOVER, src, 0, channels)
+    a_ = a[:, None]
+    piece = a_ * x[src] + np.sqrt(a_) * n - a_ * S
+    piece = np.where(a_ >= 1.0, x[src], piece)  # the whole cell: the bridge is degenerate, piece = x
+
+    y = np.zeros((n_dst, channels), np.float32)
+    np.add.at(y, dst, piece)
+    asum = np.zeros(n_dst, np.float32)
+    np.add.at(asum, dst, a)
+    return y, asum
+
+
+def finish(y, asum, v_out, seed, frame):
+    """Add fresh noise of variance v_out (area outside the frame), normalise to unit variance.
+
+    A destination that received nothing at all gets fresh N(0,1).
+    """
+    n_dst, channels = y.shape
+    f = rng.gauss(seed, frame, rng.FRESH, np.arange(n_dst), 0, channels)
+    v_out = np.asarray(v_out, np.float32)
+    tot = (asum + v_out)[:, None]
+    safe = np.where(tot > 0, tot, np.float32(1.0))
+    out = (y + np.sqrt(v_out)[:, None] * f) / np.sqrt(safe)
+    return np.where(tot > 0, out, f).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- Taichi side
+_TI = None
+
+
+def taichi_funcs():
+    """Taichi versions of the two passes: `request` (pass 1, atomics) and `take` / `finish` (pass 2)."""
+    global _TI
+    if _TI is not None:
+        return _TI
+    import taichi as ti
+
+    _, gauss_pair, _ = rng.taichi_funcs()
+
+    @ti.func
+    def q(v):
+        return ti.cast(ti.round(ti.cast(v, ti.f64) * SCALE), ti.i64)
+
+    @ti.func
+    def request(T, U, c, p, w, seed, frame, channels):
+        """Pass 1: add request (c -> p, weight w) to T_c and U_c = Σ sqrt(w) n."""
+        ti.atomic_add(T[c], q(w))
+        sw = ti.sqrt(w)
+        for k in range((channels + 1) // 2):
+            g = gauss_pair(seed, frame, ti.u32(rng.PIECE), ti.cast(c, ti.u32), ti.cast(p, ti.u32),
+                           ti.cast(k, ti.u32))
+            ti.atomic_add(U[c, 2 * k], q(sw * g[0]))
+            if 2 * k + 1 < channels:
+                ti.atomic_add(U[c, 2 * k + 1], q(sw * g[1]))
+
+    @ti.func
+    def take(x, T, U, y, c, p, w, floor, seed, frame, channels):
+        """Pass 2: add the piece of cell c for destination p to y[p]; return its area fraction a."""
+        Tc = ti.cast(T[c], ti.f32) * (1.0 / SCALE)
+        den = ti.max(Tc, floor)
+        a = w / den
+        a0 = ti.max(1.0 - Tc / den, 0.0)
+        rs = 1.0 / ti.sqrt(den)
+        sa = ti.sqrt(a)
+        sa0 = ti.sqrt(a0)
+        for k in range((channels + 1) // 2):
+            g = gauss_pair(seed, frame, ti.u32(rng.PIECE), ti.cast(c, ti.u32), ti.cast(p, ti.u32),
+                           ti.cast(k, ti.u32))
+            g0 = ti.Vector([0.0, 0.0], ti.f32)
+            if floor > 0:
+                g0 = gauss_pair(seed, frame, ti.u32(rng.LEFTOVER), ti.cast(c, ti.u32), ti.u32(0),
+                                ti.cast(k, ti.u32))
+            for e in ti.static(range(2)):
+                ch = 2 * k + e
+                if ch < channels:
+                    S = ti.cast(U[c, ch], ti.f32) * (1.0 / SCALE) * rs
+                    if floor > 0:
+                        S = S + sa0 * g0[e]
+                    piece = a * x[c, ch] + sa * g[e] - a * S
+                    if a >= 1.0:
+                        piece = x[c, ch]
+                    y[p, ch] += piece
+        return a
+
+    @ti.func
+    def finish_one(y, p, asum, v_out, seed, frame, channels):
+        tot = asum + v_out
+        sv = ti.sqrt(v_out)
+        for k in range((channels + 1) // 2):
+            f = gauss_pair(seed, frame, ti.u32(rng.FRESH), ti.cast(p, ti.u32), ti.u32(0), ti.cast(k, ti.u32))
+            for e in ti.static(range(2)):
+                ch = 2 * k + e
+                if ch < channels:
+                    if tot > 0:
+                        y[p, ch] = (y[p, ch] + sv * f[e]) / ti.sqrt(tot)
+                    else:
+                        y[p, ch] = f[e]
+
+    _TI = (request, take, finish_one)
+    return _TI

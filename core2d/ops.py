@@ -69,3 +69,28 @@ def degrade(noise: np.ndarray, alpha, seed: int, frame: int) -> np.ndarray:
     eps = rng.gauss(seed, frame, rng.DEGRADE, np.arange(n), 0, noise.shape[-1]).reshape(noise.shape)
     a = alpha[..., None] if alpha.ndim else alpha
     return (((1 - a) * noise + a * eps) / np.sqrt((1 - a) ** 2 + a ** 2)).astype(np.float32)
+
+
+def check_flow(flow, spatial_shape, frame=None, name="flow") -> np.ndarray:
+    """Validate a flow [*spatial, D] (D = len(spatial_shape)); return it as C-contiguous float32.
+
+    Raises ValueError naming the frame, the expected shape, and how many pixels are NaN/inf.
+    """
+    where = f" at frame {frame}" if frame is not None else ""
+    expected = tuple(spatial_shape) + (len(spatial_shape),)
+    if not isinstance(flow, np.ndarray):
+        try:
+            flow = np.asarray(flow)
+        except Exception:
+            raise ValueError(f"{name}{where} must be an array of shape {expected}") from None
+    if flow.dtype.kind not in "fiu":
+        raise ValueError(f"{name}{where} has dtype {flow.dtype}; expected a float array of shape {expected}")
+    if tuple(flow.shape) != expected:
+        raise ValueError(f"{name}{where} has shape {tuple(flow.shape)}; expected {expected}")
+    flow = np.ascontiguousarray(flow, np.float32)
+    bad = ~np.isfinite(flow).all(axis=-1)
+    if bad.any():
+        first = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{name}{where} has {int(bad.sum())} pixel(s) with NaN/inf values "
+                         f"(first at index {first})")
+    return flow

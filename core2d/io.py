@@ -104,3 +104,208 @@ def read_vector_exr(path):
         if all(n in channels for n in names) and len(channels) == 4:
             return np.stack([channels[n] for n in names], axis=-1)
     raise ValueError(f"{os.fspath(path)}: no Vector pass (channels: {', '.join(sorted(channels))})")
+
+
+# ----------------------------------------------------------------------------- Middlebury .flo
+FLO_MAGIC = 202021.25
+
+
+def read_flo(path) -> np.ndarray:
+    """Middlebury .flo -> [H, W, 2] float32 (u, v) = (dx, dy), y down; a forward flow by convention."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12:
+            raise ValueError(f"{path}: truncated .flo file (no header)")
+        magic = np.frombuffer(head[:4], "<f4")[0]
+        if magic != np.float32(FLO_MAGIC):
+            raise ValueError(f"{path}: not a Middlebury .flo file (bad magic number {magic!r})")
+        w, h = (int(v) for v in np.frombuffer(head[4:], "<i4"))
+        if not (0 < w < 1 << 16 and 0 < h < 1 << 16):
+            raise ValueError(f"{path}: implausible .flo size {w}x{h}")
+        data = np.frombuffer(f.read(), "<f4")
+    if data.size != w * h * 2:
+        raise ValueError(f"{path}: truncated .flo file ({data.size} values, expected {w * h * 2})")
+    return data.reshape(h, w, 2).astype(np.float32)
+
+
+def write_flo(path, flow: np.ndarray):
+    """[H, W, 2] (dx, dy) -> Middlebury .flo, atomically."""
+    flow = np.asarray(flow, np.float32)
+    if flow.ndim != 3 or flow.shape[-1] != 2:
+        raise ValueError(f"a .flo flow must be [H, W, 2], got {flow.shape}")
+    h, w = flow.shape[:2]
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(np.array([FLO_MAGIC], "<f4").tobytes())
+            f.write(np.array([w, h], "<i4").tobytes())
+            f.write(np.ascontiguousarray(flow, "<f4").tobytes())
+
+
+# ----------------------------------------------------------------------------- flow conventions
+def flows_from_stack(stack, layout="auto", order="xy", negate=False) -> np.ndarray:
+    """A stack of flows in someone else's layout -> [N, H, W, 2] (dx, dy) in pixels, y down.
+
+    layout: "nhwc" ([N, H, W, 2]), "nchw" ([N, 2, H, W]: RAFT / torchvision, Go-with-the-Flow's
+    flows_dxdy.npy) or "auto" (whichever axis has size 2; ambiguous shapes are refused).
+    order: "xy" if the two components are (dx, dy), "yx" if (dy, dx) = (row, column).
+    negate: the stack stores minus the displacement (e.g. a map built as p - flow).
+    Direction (forward/backward) is not changed here.
+    """
+    stack = np.asarray(stack)
+    if stack.ndim == 3:
+        stack = stack[None]
+    if stack.ndim != 4:
+        raise ValueError(f"a flow stack must have 4 axes, got shape {stack.shape}")
+    layout = layout.lower()
+    if layout == "auto":
+        last, second = stack.shape[-1] == 2, stack.shape[1] == 2
+        if last and not second:
+            layout = "nhwc"
+        elif second and not last:
+            layout = "nchw"
+        else:
+            raise ValueError(f"cannot tell the axis order of a flow stack of shape {stack.shape}: "
+                             "give --flow-layout nhwc or nchw")
+    if layout == "nchw":
+        if stack.shape[1] != 2:
+            raise ValueError(f"flow stack of shape {stack.shape} is not [N, 2, H, W]")
+        stack = np.moveaxis(stack, 1, -1)
+    elif layout == "nhwc":
+        if stack.shape[-1] != 2:
+            raise ValueError(f"flow stack of shape {stack.shape} is not [N, H, W, 2]")
+    else:
+        raise ValueError(f"unknown flow layout {layout!r} (nhwc, nchw or auto)")
+    out = np.asarray(stack, np.float32)
+    if order == "yx":
+        out = out[..., ::-1]
+    elif order != "xy":
+        raise ValueError(f"unknown flow component order {order!r} (xy or yx)")
+    if negate:
+        out = -out
+    return np.ascontiguousarray(out, np.float32)
+
+
+def raft_to_flows(flow) -> np.ndarray:
+    """RAFT / torchvision output [B, 2, H, W] (dx, dy) -> [B, H, W, 2]; forward flows of (prev, cur)."""
+    return flows_from_stack(flow, layout="nchw")
+
+
+def gwtf_to_flows(flows_dxdy) -> np.ndarray:
+    """Go-with-the-Flow's flows_dxdy.npy [T-1, 2, H, W] -> forward flows [T-1, H, W, 2]."""
+    return flows_from_stack(flows_dxdy, layout="nchw")
+
+
+def backward_from_forward(forward, mode="invert") -> np.ndarray:
+    """Forward flow F_t (on frame t's grid) -> backward flow B_{t+1} (on frame t+1's grid).
+
+    mode "invert": a real inversion (splat and fill, core2d.invert_flow); "negate": the peers'
+    approximation B(p) = -F(p), exact only for constant motion.
+    """
+    if mode == "negate":
+        return -np.asarray(forward, np.float32)
+    if mode != "invert":
+        raise ValueError(f"unknown inversion mode {mode!r} (invert or negate)")
+    from .warper import invert_flow
+
+    return invert_flow(np.asarray(forward, np.float32))
+
+
+# ----------------------------------------------------------------------------- previews
+def noise_to_uint8(noise: np.ndarray, sigma=3.0) -> np.ndarray:
+    """Noise [H, W, C] -> 8-bit picture [H, W, 3]: first three channels as RGB (grey if C < 3),
+    ±sigma mapped onto 0..255 (so N(0,1) looks mid-grey with full-range speckle)."""
+    noise = np.asarray(noise, np.float32)
+    if noise.ndim == 2:
+        noise = noise[..., None]
+    rgb = noise[..., :3] if noise.shape[-1] >= 3 else np.repeat(noise[..., :1], 3, axis=-1)
+    v = (np.clip(rgb / (2 * sigma), -0.5, 0.5) + 0.5) * 255.0
+    return np.round(v).astype(np.uint8)
+
+
+def enlarge(image: np.ndarray, min_size=256) -> np.ndarray:
+    """Nearest-neighbour enlargement by an integer factor so the shorter side reaches min_size
+    (latent-size noise is unreadable at 1 pixel per value)."""
+    h, w = image.shape[:2]
+    k = max(1, int(np.ceil(min_size / max(1, min(h, w)))))
+    if k > 1:
+        image = np.repeat(np.repeat(image, k, axis=0), k, axis=1)
+    return image
+
+
+def write_png(path, image: np.ndarray):
+    """8-bit [H, W, 3] (RGB) or [H, W] picture -> PNG, atomically."""
+    import cv2
+
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 3:
+        image = image[..., ::-1]  # OpenCV wants BGR
+    with atomic_path(path) as tmp:
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
+        if not ok:
+            raise OSError(f"{path}: PNG encoding failed")
+        with open(tmp, "wb") as f:
+            f.write(buf.tobytes())
+
+
+class Mp4Writer:
+    """H.264 MP4 through imageio-ffmpeg, written under a temporary name and renamed on close.
+
+    Frames are 8-bit RGB; odd sizes are padded to even (yuv420p needs even sizes).
+    """
+
+    def __init__(self, path, fps=24.0):
+        self.path = os.fspath(path)
+        self.fps = float(fps)
+        self._ctx = None
+        self._tmp = None
+        self._gen = None
+        self._size = None
+
+    def append(self, frame: np.ndarray):
+        import imageio_ffmpeg
+
+        frame = np.asarray(frame, np.uint8)
+        if frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, axis=-1)
+        h, w = frame.shape[:2]
+        if h % 2 or w % 2:
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        if self._gen is None:
+            self._ctx = atomic_path(self.path)
+            self._tmp = self._ctx.__enter__()
+            self._size = frame.shape[1], frame.shape[0]
+            self._gen = imageio_ffmpeg.write_frames(
+                self._tmp, self._size, fps=self.fps, codec="libx264", quality=8,
+                macro_block_size=2, pix_fmt_out="yuv420p", output_params=["-f", "mp4"])
+            self._gen.send(None)
+        if (frame.shape[1], frame.shape[0]) != self._size:
+            raise ValueError(f"{self.path}: frame size {frame.shape[1]}x{frame.shape[0]} differs "
+                             f"from {self._size[0]}x{self._size[1]}")
+        self._gen.send(np.ascontiguousarray(frame))
+
+    def close(self, ok=True):
+        if self._gen is None:
+            return
+        gen, ctx = self._gen, self._ctx
+        self._gen = self._ctx = None
+        try:
+            gen.close()
+        except BaseException as exc:
+            ctx.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        if ok:
+            ctx.__exit__(None, None, None)
+        else:
+            err = RuntimeError("aborted")
+            with contextlib.suppress(RuntimeError):
+                ctx.__exit__(RuntimeError, err, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(ok=exc_type is None)
+        return False

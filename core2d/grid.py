@@ -163,7 +163,6 @@ def _kernels():
         return _K
     import taichi as ti
 
-    request, take, finish_one = partition.taichi_funcs()
     nd = ti.types.ndarray
 
     @ti.func
@@ -212,47 +211,93 @@ def _kernels():
         return i0, i1, j0, j1
 
     @ti.kernel
-    def pass1(P: nd(dtype=ti.f32, ndim=3), T: nd(dtype=ti.i64, ndim=1), U: nd(dtype=ti.i64, ndim=2),
-              H: ti.i32, W: ti.i32, seed: ti.u32, frame: ti.u32):
-        C = U.shape[1]
+    def count(P: nd(dtype=ti.f32, ndim=3), n: nd(dtype=ti.i32, ndim=1), H: ti.i32, W: ti.i32):
         for p in range(H * W):
             i0, i1, j0, j1 = bbox(P, p, H, W)
+            k = 0
             for ci in range(i0, i1 + 1):
                 for cj in range(j0, j1 + 1):
-                    A = overlap(P, p, ti.cast(cj, ti.f32), ti.cast(ci, ti.f32))
-                    if A > MIN_PIECE:
-                        request(T, U, ci * W + cj, p, A, seed, frame, C)
+                    if overlap(P, p, ti.cast(cj, ti.f32), ti.cast(ci, ti.f32)) > MIN_PIECE:
+                        k += 1
+            n[p] = k
 
     @ti.kernel
-    def pass2(x: nd(dtype=ti.f32, ndim=2), P: nd(dtype=ti.f32, ndim=3), area: nd(dtype=ti.f32, ndim=1),
-              T: nd(dtype=ti.i64, ndim=1), U: nd(dtype=ti.i64, ndim=2), y: nd(dtype=ti.f32, ndim=2),
-              H: ti.i32, W: ti.i32, seed: ti.u32, frame: ti.u32):
-        C = U.shape[1]
+    def fill(P: nd(dtype=ti.f32, ndim=3), start: nd(dtype=ti.i32, ndim=1), area: nd(dtype=ti.f32, ndim=1),
+             src: nd(dtype=ti.i32, ndim=1), w: nd(dtype=ti.f32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
+             v_out: nd(dtype=ti.f32, ndim=1), H: ti.i32, W: ti.i32):
         for p in range(H * W):
             i0, i1, j0, j1 = bbox(P, p, H, W)
-            asum = 0.0
+            r = start[p]
             a_in = 0.0
             for ci in range(i0, i1 + 1):
                 for cj in range(j0, j1 + 1):
                     A = overlap(P, p, ti.cast(cj, ti.f32), ti.cast(ci, ti.f32))
                     if A > MIN_PIECE:
-                        asum += take(x, T, U, y, ci * W + cj, p, A, 1.0, seed, frame, C)
+                        src[r] = ci * W + cj
+                        w[r] = A
+                        dst[r] = p
                         a_in += A
-            finish_one(y, p, asum, ti.max(area[p] - a_in, 0.0), seed, frame, C)
+                        r += 1
+            v_out[p] = ti.max(area[p] - a_in, 0.0)
 
-    _K = (pass1, pass2)
+    @ti.kernel
+    def build(corners: nd(dtype=ti.f32, ndim=3), flow: nd(dtype=ti.f32, ndim=3), P: nd(dtype=ti.f32, ndim=3),
+              area: nd(dtype=ti.f32, ndim=1), bad: nd(dtype=ti.i32, ndim=1), max_span: ti.f32):
+        """`quads` + `outside_area` of the NumPy reference, per pixel."""
+        H, W = flow.shape[0], flow.shape[1]
+        for i, j in ti.ndrange(H, W):
+            p = i * W + j
+            q = ti.Matrix([[corners[i, j, 0], corners[i, j, 1]], [corners[i, j + 1, 0], corners[i, j + 1, 1]],
+                           [corners[i + 1, j + 1, 0], corners[i + 1, j + 1, 1]],
+                           [corners[i + 1, j, 0], corners[i + 1, j, 1]]], ti.f32)
+            neg = 0
+            a2 = 0.0
+            for e in ti.static(range(4)):
+                dx0 = q[(e + 1) % 4, 0] - q[e, 0]
+                dy0 = q[(e + 1) % 4, 1] - q[e, 1]
+                dx1 = q[(e + 2) % 4, 0] - q[(e + 1) % 4, 0]
+                dy1 = q[(e + 2) % 4, 1] - q[(e + 1) % 4, 1]
+                if dx0 * dy1 - dy0 * dx1 < 0:
+                    neg += 1
+                a2 += q[e, 0] * q[(e + 1) % 4, 1] - q[(e + 1) % 4, 0] * q[e, 1]
+            mnx = ti.min(ti.min(q[0, 0], q[1, 0]), ti.min(q[2, 0], q[3, 0]))
+            mxx = ti.max(ti.max(q[0, 0], q[1, 0]), ti.max(q[2, 0], q[3, 0]))
+            mny = ti.min(ti.min(q[0, 1], q[1, 1]), ti.min(q[2, 1], q[3, 1]))
+            mxy = ti.max(ti.max(q[0, 1], q[1, 1]), ti.max(q[2, 1], q[3, 1]))
+            b = 0
+            if neg > 1 or not (0.5 * a2 > MIN_AREA) or ti.max(mxx - mnx, mxy - mny) > max_span:
+                b = 1
+                x0 = ti.cast(j, ti.f32) + flow[i, j, 0]
+                y0 = ti.cast(i, ti.f32) + flow[i, j, 1]
+                q = ti.Matrix([[x0, y0], [x0 + 1, y0], [x0 + 1, y0 + 1], [x0, y0 + 1]], ti.f32)
+                mnx, mxx, mny, mxy = x0, x0 + 1, y0, y0 + 1
+            bad[p] = b
+            a2 = 0.0
+            for e in ti.static(range(4)):
+                P[p, e, 0] = q[e, 0]
+                P[p, e, 1] = q[e, 1]
+                a2 += q[e, 0] * q[(e + 1) % 4, 1] - q[(e + 1) % 4, 0] * q[e, 1]
+            inside = mnx >= 0 and mny >= 0 and mxx <= W and mxy <= H
+            area[p] = 0.0 if inside else 0.5 * a2
+
+    _K = (count, fill, build)
     return _K
 
 
 def step_taichi(x, flow, seed, frame, max_span=MAX_SPAN):
+    """Exact overlaps materialised as requests (count, prefix sum, fill), then the shared split."""
     H, W, C = x.shape
-    P, bad = quads(corner_positions(flow), flow, max_span)
-    Pf = np.ascontiguousarray(P.reshape(-1, 4, 2))
-    area = np.ascontiguousarray(outside_area(Pf, H, W))
-    pass1, pass2 = _kernels()
-    T = np.zeros(H * W, np.int64)
-    U = np.zeros((H * W, C), np.int64)
-    y = np.zeros((H * W, C), np.float32)
-    pass1(Pf, T, U, H, W, seed, frame)
-    pass2(np.ascontiguousarray(x.reshape(-1, C)), Pf, area, T, U, y, H, W, seed, frame)
+    N = H * W
+    count, fill, build = _kernels()
+    Pf, area, bad = np.empty((N, 4, 2), np.float32), np.empty(N, np.float32), np.empty(N, np.int32)
+    build(corner_positions(flow), flow, Pf, area, bad, float(max_span))
+    n = np.empty(N, np.int32)
+    count(Pf, n, H, W)
+    start = np.zeros(N + 1, np.int32)
+    np.cumsum(n, out=start[1:])
+    R = int(start[-1])
+    src, dst = np.empty(R, np.int32), np.empty(R, np.int32)
+    w, v_out = np.empty(R, np.float32), np.empty(N, np.float32)
+    fill(Pf, start, area, src, w, dst, v_out, H, W)
+    y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst, start, v_out, seed, frame, 1.0)
     return y.reshape(H, W, C), {"fallback_pixels": int(bad.sum())}

@@ -25,13 +25,15 @@ def _footprint(flow, nearest):
         cy = cy + np.float32(0.5)
     j0 = np.floor(cx)
     i0 = np.floor(cy)
-    return i0.astype(np.int64), j0.astype(np.int64), cy - i0, cx - j0
+    # a footprint wholly inside the frame has no outside part (never a rounding residue of 1 - Σw)
+    inside = (cx >= 0) & (cx <= W - 1) & (cy >= 0) & (cy <= H - 1)
+    return i0.astype(np.int64), j0.astype(np.int64), cy - i0, cx - j0, inside
 
 
 def requests(flow, nearest=False):
     """(src, dst, w, v_out): the requests of every pixel, sorted by destination then corner."""
     H, W = flow.shape[:2]
-    i0, j0, fy, fx = _footprint(flow, nearest)
+    i0, j0, fy, fx, inside = _footprint(flow, nearest)
     one = np.float32(1.0)
     cells, weights = [], []
     for di, dj in _CORNERS:
@@ -49,6 +51,8 @@ def requests(flow, nearest=False):
     for k in range(4):
         s = s + weights[:, k]
     v_out = np.maximum(one - s, np.float32(0))
+    if not nearest:
+        v_out[inside.ravel()] = 0
     keep = cells >= 0
     dst = np.broadcast_to(np.arange(H * W)[:, None], cells.shape)[keep]
     return cells[keep], dst, weights[keep], v_out
@@ -111,52 +115,45 @@ def _kernels():
         return _K
     import taichi as ti
 
-    request, take, finish_one = partition.taichi_funcs()
     nd = ti.types.ndarray
     corner = _corner_func()
 
     @ti.kernel
-    def pass1(flow: nd(dtype=ti.f32, ndim=3), T: nd(dtype=ti.i64, ndim=1), U: nd(dtype=ti.i64, ndim=2),
-              seed: ti.u32, frame: ti.u32, nearest: ti.template()):
+    def footprints(flow: nd(dtype=ti.f32, ndim=3), src: nd(dtype=ti.i32, ndim=1), w: nd(dtype=ti.f32, ndim=1),
+                   dst: nd(dtype=ti.i32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1), nearest: ti.template()):
         H, W = flow.shape[0], flow.shape[1]
-        C = U.shape[1]
         for i, j in ti.ndrange(H, W):
             p = i * W + j
-            for k in ti.static(range(4)):
-                c, w = corner(flow, i, j, H, W, _CORNERS[k][0], _CORNERS[k][1], nearest)
-                if c >= 0:
-                    request(T, U, c, p, w, seed, frame, C)
-
-    @ti.kernel
-    def pass2(x: nd(dtype=ti.f32, ndim=2), flow: nd(dtype=ti.f32, ndim=3), T: nd(dtype=ti.i64, ndim=1),
-              U: nd(dtype=ti.i64, ndim=2), y: nd(dtype=ti.f32, ndim=2), seed: ti.u32, frame: ti.u32,
-              nearest: ti.template()):
-        H, W = flow.shape[0], flow.shape[1]
-        C = U.shape[1]
-        for i, j in ti.ndrange(H, W):
-            p = i * W + j
-            asum = 0.0
             s = 0.0
             for k in ti.static(range(4)):
-                c, w = corner(flow, i, j, H, W, _CORNERS[k][0], _CORNERS[k][1], nearest)
+                c, wk = corner(flow, i, j, H, W, _CORNERS[k][0], _CORNERS[k][1], nearest)
+                src[4 * p + k] = c
+                w[4 * p + k] = wk
+                dst[4 * p + k] = p
                 if c >= 0:
-                    asum += take(x, T, U, y, c, p, w, 0.0, seed, frame, C)
-                    s += w
-            finish_one(y, p, asum, ti.max(1.0 - s, 0.0), seed, frame, C)
+                    s += wk
+            v_out[p] = ti.max(1.0 - s, 0.0)
+            if ti.static(not nearest):
+                cx = ti.cast(j, ti.f32) + flow[i, j, 0]
+                cy = ti.cast(i, ti.f32) + flow[i, j, 1]
+                if cx >= 0 and cx <= W - 1 and cy >= 0 and cy <= H - 1:
+                    v_out[p] = 0.0
 
-    _K = (pass1, pass2)
+    _K = footprints
     return _K
 
 
 def step_taichi(x, flow, seed, frame, nearest=False):
-    """Fast path: the same requests and stream as `step_numpy`, in two Taichi passes."""
+    """Fast path: the same requests and stream as `step_numpy` (4 fixed slots per pixel)."""
     H, W, C = x.shape
-    pass1, pass2 = _kernels()
-    T = np.zeros(H * W, np.int64)
-    U = np.zeros((H * W, C), np.int64)
-    y = np.zeros((H * W, C), np.float32)
-    pass1(flow, T, U, seed, frame, nearest)
-    pass2(np.ascontiguousarray(x.reshape(-1, C)), flow, T, U, y, seed, frame, nearest)
+    N = H * W
+    src = np.empty(4 * N, np.int32)
+    w = np.empty(4 * N, np.float32)
+    dst = np.empty(4 * N, np.int32)
+    v_out = np.empty(N, np.float32)
+    _kernels()(flow, src, w, dst, v_out, nearest)
+    y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst,
+                               np.arange(0, 4 * N + 1, 4, dtype=np.int32), v_out, seed, frame, 0.0)
     return y.reshape(H, W, C), {}
 
 

@@ -156,3 +156,124 @@ def taichi_funcs():
 
     _TI = (request, take, finish_one)
     return _TI
+
+
+# ------------------------------------------------------------------ Taichi: cell-major split
+_TS = None
+
+
+def _split_kernels():
+    """Kernels of `split_taichi`: counting sort of requests by cell, one thread per cell, gather."""
+    global _TS
+    if _TS is not None:
+        return _TS
+    import taichi as ti
+
+    _, gauss_pair, _ = rng.taichi_funcs()
+    _, _, finish_one = taichi_funcs()
+    nd = ti.types.ndarray
+
+    @ti.func
+    def q(v):
+        x = ti.cast(v, ti.f64) * SCALE
+        return ti.cast(x + ti.select(x >= 0, 0.5, -0.5), ti.i64)
+
+    @ti.kernel
+    def count(src: nd(dtype=ti.i32, ndim=1), n: nd(dtype=ti.i32, ndim=1)):
+        for r in range(src.shape[0]):
+            if src[r] >= 0:
+                ti.atomic_add(n[src[r]], 1)
+
+    @ti.kernel
+    def fill(src: nd(dtype=ti.i32, ndim=1), start: nd(dtype=ti.i32, ndim=1), cursor: nd(dtype=ti.i32, ndim=1),
+             by_cell: nd(dtype=ti.i32, ndim=1)):
+        for r in range(src.shape[0]):
+            c = src[r]
+            if c >= 0:
+                by_cell[start[c] + ti.atomic_add(cursor[c], 1)] = r
+
+    @ti.kernel
+    def split(x: nd(dtype=ti.f32, ndim=2), w: nd(dtype=ti.f32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
+              start: nd(dtype=ti.i32, ndim=1), by_cell: nd(dtype=ti.i32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),
+              area: nd(dtype=ti.f32, ndim=1), seed: ti.u32, frame: ti.u32, floor: ti.f32):
+        C = x.shape[1]
+        for c in range(x.shape[0]):
+            s0, s1 = start[c], start[c + 1]
+            if s1 > s0:
+                T = ti.i64(0)
+                for t in range(s0, s1):
+                    T += q(w[by_cell[t]])
+                Tc = ti.cast(T, ti.f32) * (1.0 / SCALE)
+                den = ti.max(Tc, floor)
+                a0 = ti.max(1.0 - Tc / den, 0.0)
+                rs = 1.0 / ti.sqrt(den)
+                for k in range((C + 1) // 2):
+                    U0, U1 = ti.i64(0), ti.i64(0)
+                    for t in range(s0, s1):            # the bridge's S: Σ sqrt(w) n, exact in fixed point
+                        r = by_cell[t]
+                        g = gauss_pair(seed, frame, ti.u32(rng.PIECE), ti.cast(c, ti.u32), ti.cast(dst[r], ti.u32),
+                                       ti.cast(k, ti.u32))
+                        sw = ti.sqrt(w[r])
+                        U0 += q(sw * g[0])
+                        U1 += q(sw * g[1])
+                        piece[r, 2 * k] = g[0]
+                        if 2 * k + 1 < C:
+                            piece[r, 2 * k + 1] = g[1]
+                    S = ti.Vector([ti.cast(U0, ti.f32), ti.cast(U1, ti.f32)]) * (1.0 / SCALE) * rs
+                    if a0 > 0:
+                        S += ti.sqrt(a0) * gauss_pair(seed, frame, ti.u32(rng.LEFTOVER), ti.cast(c, ti.u32),
+                                                      ti.u32(0), ti.cast(k, ti.u32))
+                    for t in range(s0, s1):            # pieces: a x + sqrt(a) n - a S
+                        r = by_cell[t]
+                        a = w[r] / den
+                        sa = ti.sqrt(a)
+                        area[r] = a
+                        for e in ti.static(range(2)):
+                            ch = 2 * k + e
+                            if ch < C:
+                                v = a * x[c, ch] + sa * piece[r, ch] - a * S[e]
+                                if a >= 1.0:
+                                    v = x[c, ch]
+                                piece[r, ch] = v
+
+    @ti.kernel
+    def gather(src: nd(dtype=ti.i32, ndim=1), dst_start: nd(dtype=ti.i32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),
+               area: nd(dtype=ti.f32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1), y: nd(dtype=ti.f32, ndim=2),
+               seed: ti.u32, frame: ti.u32):
+        C = y.shape[1]
+        for p in range(y.shape[0]):
+            asum = 0.0
+            for r in range(dst_start[p], dst_start[p + 1]):
+                if src[r] >= 0:
+                    asum += area[r]
+                    for ch in range(C):
+                        y[p, ch] += piece[r, ch]
+            finish_one(y, p, asum, v_out[p], seed, frame, C)
+
+    _TS = (count, fill, split, gather)
+    return _TS
+
+
+def split_taichi(x, src, w, dst, dst_start, v_out, seed, frame, floor):
+    """Taichi version of `split_requests` + `finish`, on materialised requests.
+
+    src [R] int32 cell of each request (-1: an unused slot), w [R] float32, dst [R] int32 its
+    destination; requests are grouped by destination: those of p are dst_start[p]:dst_start[p+1]
+    in summation order. Requests are sorted by cell with a counting sort, then one thread per
+    cell computes T_c, S_c and every piece of the cell (each normal is drawn once, no float
+    atomics); a last pass sums each destination's pieces in order. Returns y [n_dst, C].
+    """
+    count, fill, split, gather = _split_kernels()
+    n_cells, C = x.shape
+    n = np.zeros(n_cells, np.int32)
+    count(src, n)
+    start = np.zeros(n_cells + 1, np.int32)
+    np.cumsum(n, out=start[1:])
+    by_cell = np.empty(max(int(start[-1]), 1), np.int32)
+    fill(src, start, np.zeros(n_cells, np.int32), by_cell)
+    piece = np.empty((src.shape[0], C), np.float32)
+    area = np.zeros(src.shape[0], np.float32)
+    split(x, w, dst, start, by_cell, piece, area, seed, frame, float(floor))
+    y = np.zeros((v_out.shape[0], C), np.float32)
+    gather(src, dst_start, piece, area, v_out, y, seed, frame)
+    return y

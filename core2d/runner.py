@@ -151,6 +151,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
         if fmt in formats:
             os.makedirs(os.path.join(outdir, fmt), exist_ok=True)
 
+    _init_taichi_quietly()
     C = int(channels)
     np_dtype = np.float16 if dtype == "float16" else np.float32
     timings = {"warp": 0.0, "write": 0.0, "checkpoint": 0.0}
@@ -268,6 +269,18 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                 shutil.rmtree(outdir, ignore_errors=True)
             else:
                 _remove(_artefacts(outdir) + [partial, flows_partial])
+
+
+def _init_taichi_quietly():
+    """Taichi announces its arch on stdout; drop that so stdout stays for results and an
+    error stays one line."""
+    import contextlib
+
+    from . import _taichi
+
+    if _taichi.available():
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            _taichi.init()
 
 
 def print_timings(per_frame, log=sys.stderr):

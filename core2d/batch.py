@@ -1,0 +1,120 @@
+"""`noisewarp batch`: one Ray task per video, each the `warp` job into OUTDIR/<video name>/.
+
+Every task runs with resume on, so rerunning the same command after a crash (or on a
+bigger cluster) skips finished videos and continues the interrupted ones from their last
+checkpoint. Ray is optional: without it the command says how to get it.
+"""
+import json
+import os
+import sys
+import time
+
+from . import io
+from .sources import VIDEO_EXTS
+
+INSTALL_HINT = "the batch command needs Ray: pip install 'noisewarp[ray]'"
+
+
+def find_videos(folder):
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"{folder}: no such folder")
+    videos = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                    if os.path.splitext(n)[1].lower() in VIDEO_EXTS and not n.startswith("."))
+    if not videos:
+        raise ValueError(f"{folder}: no videos ({', '.join(VIDEO_EXTS)}) in this folder")
+    stems = [os.path.splitext(os.path.basename(v))[0] for v in videos]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise ValueError(f"{folder}: several videos share a name ({', '.join(dup)}); outputs would collide")
+    return videos
+
+
+def warp_one(video, outdir, options, threads=1):
+    """The body of one task (also callable without Ray): never raises, returns a status dict."""
+    os.environ.setdefault("NOISEWARP_THREADS", str(threads))
+    t0 = time.perf_counter()
+    name = os.path.basename(video)
+    try:
+        import cv2
+
+        cv2.setNumThreads(max(1, int(threads)))
+        from .runner import warp_to_folder
+        from .sources import open_source
+
+        if os.path.isfile(os.path.join(outdir, "run.json")) and os.path.isfile(os.path.join(outdir, "noise.npy")):
+            with open(os.path.join(outdir, "run.json")) as f:
+                prev = json.load(f)
+            return {"video": name, "status": "skipped (done)", "frames": prev["frames"],
+                    "seconds": 0.0, "output": outdir}
+        resuming = os.path.isfile(os.path.join(outdir, ".noisewarp", "progress.json"))
+        src = open_source(video, frames=options.get("frames"), dis_preset=options.get("dis_preset", "medium"))
+        opts = {k: v for k, v in options.items() if k not in ("frames", "dis_preset")}
+        summary = warp_to_folder(src, outdir, resume=True, progress=False, **opts)
+        return {"video": name, "status": "resumed" if resuming else "done", "frames": summary["frames"],
+                "seconds": time.perf_counter() - t0, "output": outdir,
+                "per_frame_seconds": summary["per_frame_seconds"]}
+    except (ValueError, OSError) as exc:
+        return {"video": name, "status": "failed", "error": str(exc), "frames": 0,
+                "seconds": time.perf_counter() - t0, "output": outdir}
+    except KeyboardInterrupt:
+        return {"video": name, "status": "interrupted", "frames": 0,
+                "seconds": time.perf_counter() - t0, "output": outdir}
+
+
+def batch(args, log=sys.stderr):
+    """Returns the exit status: 0 if every video is done, 1 if some failed."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(INSTALL_HINT) from None
+    from .runner import parse_formats
+
+    videos = find_videos(args.input_dir)
+    out = os.fspath(args.output)
+    options = dict(method=args.method, channels=args.channels, seed=args.seed,
+                   latent_factor=args.latent_factor, supersample=args.supersample,
+                   degrade=args.degrade, formats=parse_formats(args.format), dtype=args.dtype,
+                   frames=args.frames, dis_preset=args.dis_preset)
+    os.makedirs(out, exist_ok=True)
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
+                      logging_level="ERROR")
+        if args.address:
+            ray.init(address=args.address, **kwargs)
+        else:
+            ray.init(num_cpus=args.num_cpus, **kwargs)
+    t0 = time.perf_counter()
+    try:
+        task = ray.remote(num_cpus=1)(warp_one)
+        pending = {task.remote(v, os.path.join(out, os.path.splitext(os.path.basename(v))[0]), options): v
+                   for v in videos}
+        results = []
+        from tqdm import tqdm
+
+        with tqdm(total=len(videos), unit="video", file=sys.stderr, disable=args.quiet) as bar:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    pending.pop(ref)
+                    results.append(ray.get(ref))
+                    bar.update(1)
+    finally:
+        if started_here:
+            ray.shutdown()
+    results.sort(key=lambda r: r["video"])
+    summary = {"input_dir": os.path.abspath(args.input_dir), "output": os.path.abspath(out),
+               "videos": len(results), "failed": sum(r["status"] == "failed" for r in results),
+               "seconds": time.perf_counter() - t0, "options": options, "results": results}
+    with io.atomic_path(os.path.join(out, "summary.json")) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(summary, f, indent=1)
+    width = max(len(r["video"]) for r in results)
+    print(f"{'video':<{width}}  status          frames  seconds", file=log)
+    for r in results:
+        extra = f"  {r['error']}" if r.get("error") else ""
+        print(f"{r['video']:<{width}}  {r['status']:<14}  {r['frames']:>6}  {r['seconds']:7.1f}{extra}", file=log)
+    print(f"noisewarp: {len(results) - summary['failed']}/{len(results)} videos done in "
+          f"{summary['seconds']:.1f} s; summary in {os.path.join(out, 'summary.json')}", file=log)
+    return 1 if summary["failed"] else 0

@@ -58,8 +58,14 @@ def quads(corners, flow, max_span=MAX_SPAN):
 
 
 def shoelace(P):
-    x, y = P[..., 0], P[..., 1]
-    return 0.5 * np.sum(x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y, axis=-1)
+    """Signed area of polygons [..., V, 2], relative to the first vertex (accurate far from the origin)."""
+    x = P[..., 0] - P[..., :1, 0]
+    y = P[..., 1] - P[..., :1, 1]
+    V = P.shape[-2]
+    total = np.zeros(P.shape[:-2], np.float32)
+    for e in range(V):                      # fixed order, the same as the kernel's
+        total = total + (x[..., e] * y[..., (e + 1) % V] - x[..., (e + 1) % V] * y[..., e])
+    return np.float32(0.5) * total
 
 
 def cell_overlap(P, cx, cy):
@@ -253,13 +259,15 @@ def _kernels():
             neg = 0
             a2 = 0.0
             for e in ti.static(range(4)):
+                ex, ey = q[e, 0] - q[0, 0], q[e, 1] - q[0, 1]
+                fx, fy = q[(e + 1) % 4, 0] - q[0, 0], q[(e + 1) % 4, 1] - q[0, 1]
+                a2 += ex * fy - fx * ey
                 dx0 = q[(e + 1) % 4, 0] - q[e, 0]
                 dy0 = q[(e + 1) % 4, 1] - q[e, 1]
                 dx1 = q[(e + 2) % 4, 0] - q[(e + 1) % 4, 0]
                 dy1 = q[(e + 2) % 4, 1] - q[(e + 1) % 4, 1]
                 if dx0 * dy1 - dy0 * dx1 < 0:
                     neg += 1
-                a2 += q[e, 0] * q[(e + 1) % 4, 1] - q[(e + 1) % 4, 0] * q[e, 1]
             mnx = ti.min(ti.min(q[0, 0], q[1, 0]), ti.min(q[2, 0], q[3, 0]))
             mxx = ti.max(ti.max(q[0, 0], q[1, 0]), ti.max(q[2, 0], q[3, 0]))
             mny = ti.min(ti.min(q[0, 1], q[1, 1]), ti.min(q[2, 1], q[3, 1]))
@@ -276,7 +284,9 @@ def _kernels():
             for e in ti.static(range(4)):
                 P[p, e, 0] = q[e, 0]
                 P[p, e, 1] = q[e, 1]
-                a2 += q[e, 0] * q[(e + 1) % 4, 1] - q[(e + 1) % 4, 0] * q[e, 1]
+                ex, ey = q[e, 0] - q[0, 0], q[e, 1] - q[0, 1]
+                fx, fy = q[(e + 1) % 4, 0] - q[0, 0], q[(e + 1) % 4, 1] - q[0, 1]
+                a2 += ex * fy - fx * ey
             inside = mnx >= 0 and mny >= 0 and mxx <= W and mxy <= H
             area[p] = 0.0 if inside else 0.5 * a2
 

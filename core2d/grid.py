@@ -299,15 +299,18 @@ def step_taichi(x, flow, seed, frame, max_span=MAX_SPAN):
     H, W, C = x.shape
     N = H * W
     count, fill, build = _kernels()
-    Pf, area, bad = np.empty((N, 4, 2), np.float32), np.empty(N, np.float32), np.empty(N, np.int32)
+    scratch = partition.scratch
+    Pf, area = scratch("grid.P", (N, 4, 2), np.float32), scratch("grid.area", (N,), np.float32)
+    bad = scratch("grid.bad", (N,), np.int32)
     build(corner_positions(flow), flow, Pf, area, bad, float(max_span))
-    n = np.empty(N, np.int32)
+    n = scratch("grid.n", (N,), np.int32)
     count(Pf, n, H, W)
-    start = np.zeros(N + 1, np.int32)
+    start = scratch("grid.start", (N + 1,), np.int32)
+    start[0] = 0
     np.cumsum(n, out=start[1:])
     R = int(start[-1])
-    src, dst = np.empty(R, np.int32), np.empty(R, np.int32)
-    w, v_out = np.empty(R, np.float32), np.empty(N, np.float32)
+    src, dst = scratch("grid.src", (R,), np.int32), scratch("grid.dst", (R,), np.int32)
+    w, v_out = scratch("grid.w", (R,), np.float32), scratch("grid.v_out", (N,), np.float32)
     fill(Pf, start, area, src, w, dst, v_out, H, W)
     y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst, start, v_out, seed, frame, 1.0)
     return y.reshape(H, W, C), {"fallback_pixels": int(bad.sum())}

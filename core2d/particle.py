@@ -147,13 +147,14 @@ def step_taichi(x, flow, seed, frame, nearest=False):
     """Fast path: the same requests and stream as `step_numpy` (4 fixed slots per pixel)."""
     H, W, C = x.shape
     N = H * W
-    src = np.empty(4 * N, np.int32)
-    w = np.empty(4 * N, np.float32)
-    dst = np.empty(4 * N, np.int32)
-    v_out = np.empty(N, np.float32)
+    scratch = partition.scratch
+    src, w = scratch("particle.src", (4 * N,), np.int32), scratch("particle.w", (4 * N,), np.float32)
+    dst, v_out = scratch("particle.dst", (4 * N,), np.int32), scratch("particle.v_out", (N,), np.float32)
     _kernels()(flow, src, w, dst, v_out, nearest)
-    y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst,
-                               np.arange(0, 4 * N + 1, 4, dtype=np.int32), v_out, seed, frame, 0.0)
+    dst_start = scratch("particle.dst_start", (N + 1,), np.int32)
+    dst_start[:] = np.arange(0, 4 * N + 1, 4, dtype=np.int32)
+    y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst, dst_start, v_out,
+                               seed, frame, 0.0)
     return y.reshape(H, W, C), {}
 
 

@@ -254,6 +254,20 @@ def _split_kernels():
     return _TS
 
 
+_BUFFERS = {}
+
+
+def scratch(name, shape, dtype):
+    """A reusable scratch array (contents undefined): per-step allocations of tens of MB would
+    otherwise cost page faults every frame. Not shared between threads."""
+    shape = tuple(int(v) for v in shape)
+    a = _BUFFERS.get(name)
+    if a is None or a.shape[1:] != shape[1:] or a.dtype != np.dtype(dtype) or a.shape[0] < shape[0]:
+        rows = shape[0] if a is None or a.shape[1:] != shape[1:] else max(shape[0], a.shape[0] * 5 // 4)
+        a = _BUFFERS[name] = np.empty((rows,) + shape[1:], dtype)
+    return a[:shape[0]]                         # leading rows of a C-contiguous array: contiguous
+
+
 def split_taichi(x, src, w, dst, dst_start, v_out, seed, frame, floor):
     """Taichi version of `split_requests` + `finish`, on materialised requests.
 
@@ -265,14 +279,17 @@ def split_taichi(x, src, w, dst, dst_start, v_out, seed, frame, floor):
     """
     count, fill, split, gather = _split_kernels()
     n_cells, C = x.shape
-    n = np.zeros(n_cells, np.int32)
+    n = scratch("split.n", (n_cells,), np.int32)
+    n.fill(0)
     count(src, n)
-    start = np.zeros(n_cells + 1, np.int32)
+    start = scratch("split.start", (n_cells + 1,), np.int32)
+    start[0] = 0
     np.cumsum(n, out=start[1:])
-    by_cell = np.empty(max(int(start[-1]), 1), np.int32)
-    fill(src, start, np.zeros(n_cells, np.int32), by_cell)
-    piece = np.empty((src.shape[0], C), np.float32)
-    area = np.zeros(src.shape[0], np.float32)
+    by_cell = scratch("split.by_cell", (max(int(start[-1]), 1),), np.int32)
+    n.fill(0)                                   # reused as the per-cell cursor
+    fill(src, start, n, by_cell)
+    piece = scratch("split.piece", (src.shape[0], C), np.float32)
+    area = scratch("split.area", (src.shape[0],), np.float32)
     split(x, w, dst, start, by_cell, piece, area, seed, frame, float(floor))
     y = np.zeros((v_out.shape[0], C), np.float32)
     gather(src, dst_start, piece, area, v_out, y, seed, frame)

@@ -1,0 +1,391 @@
+"""The scripting API behind every button: plain functions scripts and operators share.
+
+    from bl_ext.user_default.noise_warp import api      # installed extension
+    result = api.bake_texture(bpy.context.scene, "//noise/", 1, 24, channels=4)
+    result = api.bake_volume(scene, "//vol/", 1, 24, domain="Domain", source_collection="Movers")
+
+Every argument left as None takes its value from `scene.noise_warp` (the panel's settings).
+Problems the user can fix raise `BakeError` before anything is written. Long bakes are
+generators underneath (`TextureBake(...).steps()`), which the modal operator advances one
+frame per timer tick; the functions here simply run them to the end.
+"""
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+import bpy
+
+from .motion import BakeError, MeshMotion, TopologyChanged, VectorPassRenderer, unbaked_simulations
+
+__all__ = ["bake_texture", "bake_volume", "TextureBake", "VolumeBake", "BakeError",
+           "texture_size", "load_texture_sequence", "make_preview_material"]
+
+STATE_DIR = ".noise_warp"
+FRAME_RE = re.compile(r"^noise_(\d{4,})\.(exr|vdb)$")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _settings(scene):
+    s = getattr(scene, "noise_warp", None)
+    if s is None:
+        raise BakeError("the Noise Warp add-on is not registered (scene.noise_warp is missing)")
+    return s
+
+
+def _resolve(scene, values, mapping):
+    """Fill None values from the scene settings: mapping {argument: scene attribute}."""
+    s = _settings(scene)
+    out = {}
+    for arg, attr in mapping.items():
+        v = values.get(arg)
+        out[arg] = getattr(s, attr) if v is None else v
+    return out
+
+
+def _frames(scene, start, end):
+    start = scene.frame_start if start is None or start < 0 else int(start)
+    end = scene.frame_end if end is None or end < 0 else int(end)
+    if end <= start:
+        raise BakeError(f"the frame range {start}-{end} needs at least two frames")
+    if start < 0:
+        raise BakeError("frames before 0 cannot be numbered noise_####")
+    return start, end
+
+
+def _output_dir(directory):
+    """Absolute, existing, writable folder, or BakeError (nothing created on failure)."""
+    if not directory:
+        raise BakeError("no output folder given")
+    path = os.path.abspath(bpy.path.abspath(directory))
+    if bpy.data.filepath == "" and directory.startswith("//"):
+        raise BakeError(f"the output folder '{directory}' is relative to the .blend file, "
+                        "which is not saved yet: save it or give an absolute folder")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise BakeError(f"the output folder '{path}' is a file")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".noise_warp_probe", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise BakeError(f"the output folder '{path}' is not writable ({exc.strerror or exc})") from None
+    return path
+
+
+def _existing_frames(path, ext):
+    return sorted(int(m.group(1)) for n in os.listdir(path)
+                  if (m := FRAME_RE.match(n)) and m.group(2) == ext)
+
+
+def _print_progress(done, total, message):
+    print(f"noise_warp: {message} ({done}/{total})", flush=True)
+
+
+def texture_size(scene, scale=1.0, latent_factor=1):
+    """(height, width) of the warped grid: the render size × scale, a multiple of latent_factor."""
+    r = scene.render
+    f = r.resolution_percentage / 100.0 * float(scale)
+    lf = int(latent_factor)
+    w = max(lf, int(round(r.resolution_x * f / lf)) * lf)
+    h = max(lf, int(round(r.resolution_y * f / lf)) * lf)
+    return h, w
+
+
+class _Resume:
+    """Bake progress in DIR/.noise_warp/: meta.json (settings, last frame) + the warper state.
+
+    The state file is named after its frame and written before meta.json points to it, so an
+    interruption at any moment leaves a consistent pair: the bake resumes after the last
+    complete frame.
+    """
+
+    def __init__(self, directory, kind):
+        self.dir = os.path.join(directory, STATE_DIR)
+        self.meta_path = os.path.join(self.dir, f"{kind}.json")
+        self.kind = kind
+
+    def read(self):
+        try:
+            with open(self.meta_path) as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            return None
+        state = os.path.join(self.dir, meta.get("state", ""))
+        return meta if os.path.isfile(state) else None
+
+    def state_path(self, frame):
+        return os.path.join(self.dir, f"{self.kind}_state_{frame:04d}.npz")
+
+    def write(self, settings, frame, extra=None):
+        from core2d.io import atomic_path
+
+        meta = {"settings": settings, "last_frame": frame,
+                "state": os.path.basename(self.state_path(frame)), **(extra or {})}
+        with atomic_path(self.meta_path) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(meta, f, indent=1)
+        for name in os.listdir(self.dir):
+            if name.startswith(f"{self.kind}_state_") and name != meta["state"]:
+                try:
+                    os.remove(os.path.join(self.dir, name))
+                except OSError:
+                    pass
+
+    def clear(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- texture bake
+
+TEXTURE_ARGS = {"directory": "directory", "frame_start": "frame_start", "frame_end": "frame_end",
+                "channels": "channels", "method": "method", "seed": "seed", "scale": "scale",
+                "latent_factor": "latent_factor", "supersample": "supersample", "motion": "motion",
+                "half": "half", "overwrite": "overwrite", "preview": "preview"}
+
+
+class TextureBake:
+    """A texture bake, validated at construction (BakeError, nothing written).
+
+    Advance with `for done, total, message in bake.steps(): ...`, or `bake.run()`.
+    Results: files, npy_path, image, material, warnings, render_seconds, warp_seconds.
+    """
+
+    def __init__(self, scene=None, directory=None, frame_start=None, frame_end=None,
+                 channels=None, method=None, seed=None, scale=None, latent_factor=None,
+                 supersample=None, motion=None, half=None, overwrite=None, preview=None):
+        scene = scene or bpy.context.scene
+        self.scene = scene
+        a = _resolve(scene, dict(directory=directory, frame_start=frame_start, frame_end=frame_end,
+                                 channels=channels, method=method, seed=seed, scale=scale,
+                                 latent_factor=latent_factor, supersample=supersample,
+                                 motion=motion, half=half, overwrite=overwrite, preview=preview),
+                     TEXTURE_ARGS)
+        self.method = str(a["method"]).lower()
+        self.motion = str(a["motion"]).upper()
+        self.preview = str(a["preview"]).upper()
+        self.channels, self.seed = int(a["channels"]), int(a["seed"])
+        self.latent_factor, self.supersample = int(a["latent_factor"]), int(a["supersample"])
+        self.half, self.overwrite = bool(a["half"]), bool(a["overwrite"])
+        from .properties import METHOD_ITEMS
+        methods = [m[0].lower() for m in METHOD_ITEMS] + ["gp"]
+        if self.method not in methods:
+            raise BakeError(f"method must be one of {', '.join(methods)}; got {a['method']!r}")
+        if self.motion not in ("VECTOR", "MESH"):
+            raise BakeError(f"motion must be 'VECTOR' or 'MESH'; got {a['motion']!r}")
+        if self.channels < 1:
+            raise BakeError("channels must be at least 1")
+        if scene.camera is None:
+            raise BakeError(f"scene '{scene.name}' has no camera: the noise is baked for the "
+                            "scene camera (Scene Properties > Camera)")
+        self.frame_start, self.frame_end = _frames(scene, a["frame_start"], a["frame_end"])
+        self.height, self.width = texture_size(scene, a["scale"], self.latent_factor)
+        if self.motion == "VECTOR":
+            from .motion import CYCLES_MISSING, cycles_available
+            if not cycles_available():
+                raise BakeError(CYCLES_MISSING)
+        sims = unbaked_simulations(scene)
+        if sims:
+            raise BakeError("bake the simulation caches first (" + ", ".join(sims) + "): the "
+                            "motion of unbaked simulations is not seen correctly when frames are "
+                            "evaluated for the Vector pass")
+        self.directory = _output_dir(a["directory"])
+        self.settings = {"method": self.method, "channels": self.channels, "seed": self.seed,
+                         "size": [self.height, self.width], "latent_factor": self.latent_factor,
+                         "supersample": self.supersample, "motion": self.motion,
+                         "frame_start": self.frame_start, "half": self.half}
+        self._resume = _Resume(self.directory, "texture")
+        self.resume_from = None
+        self._check_existing()
+        self.files, self.npy_path, self.image, self.material = [], None, None, None
+        self.warnings, self.render_seconds, self.warp_seconds = [], 0.0, 0.0
+        self.frames_done = 0
+
+    def path(self, frame):
+        return os.path.join(self.directory, f"noise_{frame:04d}.exr")
+
+    def _check_existing(self):
+        meta = self._resume.read()
+        exr = [f for f in _existing_frames(self.directory, "exr")
+               if self.frame_start <= f <= self.frame_end]
+        npy = os.path.join(self.directory, "noise.npy")
+        if self.overwrite:
+            return
+        if (meta and meta["settings"] == self.settings and meta["last_frame"] < self.frame_end
+                and all(os.path.isfile(self.path(f))
+                        for f in range(self.frame_start, meta["last_frame"] + 1))):
+            self.resume_from = meta
+            return
+        if exr or os.path.exists(npy):
+            what = f"noise_{exr[0]:04d}.exr" if exr else "noise.npy"
+            raise BakeError(f"'{self.directory}' already holds a bake ({what}): turn on Overwrite "
+                            "or choose another folder")
+
+    def _new_warper(self):
+        import core2d
+
+        return core2d.NoiseWarper(self.height, self.width, channels=self.channels,
+                                  method=self.method, seed=self.seed,
+                                  supersample=self.supersample, latent_factor=self.latent_factor)
+
+    def _motion_source(self, tmpdir):
+        if self.motion == "MESH":
+            return MeshMotion(self.scene, self.width, self.height)
+        return VectorPassRenderer(self.scene, self.width, self.height, tmpdir)
+
+    def _write(self, frame, noise):
+        from core2d.io import write_exr
+
+        write_exr(self.path(frame), noise, half=self.half)
+
+    def steps(self):
+        """Generator: bake frame after frame, yielding (done, total, message)."""
+        from core2d.io import read_exr
+
+        import core2d
+
+        scene, total = self.scene, self.frame_end - self.frame_start + 1
+        frame_before = scene.frame_current
+        tmpdir = tempfile.mkdtemp(prefix="noise_warp_")
+        source = None
+        try:
+            if self.resume_from:
+                last = self.resume_from["last_frame"]
+                w = core2d.NoiseWarper.load(os.path.join(self._resume.dir, self.resume_from["state"]))
+                pending, moved = [], True
+                self.warnings.append(f"resumed after frame {last}")
+            else:
+                if self.overwrite:
+                    self._resume.clear()
+                w = self._new_warper()
+                last = self.frame_start
+                pending, moved = [(last, w.noise.copy())], False
+            source = self._motion_source(tmpdir)
+            yield last - self.frame_start + 1, total, f"frame {last}"
+            for frame in range(last + 1, self.frame_end + 1):
+                t = time.perf_counter()
+                try:
+                    flow = source.flow(frame)
+                except TopologyChanged as exc:
+                    self.warnings.append(f"{exc}: using the Vector pass from frame {frame}")
+                    print(f"noise_warp: {self.warnings[-1]}", flush=True)
+                    source.close()
+                    source = VectorPassRenderer(scene, self.width, self.height, tmpdir)
+                    flow = source.flow(frame)
+                self.render_seconds += time.perf_counter() - t
+                t = time.perf_counter()
+                noise = w.step(flow)
+                self.warp_seconds += time.perf_counter() - t
+                moved = moved or bool(np.any(flow))
+                pending.append((frame, noise.copy()))
+                if moved:  # nothing is written until something has moved
+                    for f, n in pending:
+                        self._write(f, n)
+                    pending = []
+                    os.makedirs(self._resume.dir, exist_ok=True)
+                    w.save(self._resume.state_path(frame))
+                    self._resume.write(self.settings, frame)
+                yield frame - self.frame_start + 1, total, f"frame {frame}"
+            if not moved:
+                raise BakeError(f"nothing moves in the camera view between frames "
+                                f"{self.frame_start} and {self.frame_end}: the noise would be "
+                                "the same image every frame")
+            frames = [read_exr(self.path(f)) for f in range(self.frame_start, self.frame_end + 1)]
+            from core2d.io import exr_channel_names, save_npy
+            order = exr_channel_names(self.channels)
+            stack = np.stack([np.stack([fr[n] for n in order], axis=-1) for fr in frames])
+            self.npy_path = os.path.join(self.directory, "noise.npy")
+            save_npy(self.npy_path, stack.astype(np.float16 if self.half else np.float32))
+            self.files = [self.path(f) for f in range(self.frame_start, self.frame_end + 1)]
+            self._resume.clear()
+            self.frames_done = total
+        finally:
+            if source is not None:
+                source.close()
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            scene.frame_set(frame_before)
+        self.image = load_texture_sequence(self.files, self.frame_start)
+        if self.preview == "MATERIAL":
+            self.material = make_preview_material(self.image, self.frame_start, total)
+
+    def run(self, progress=_print_progress):
+        for done, total, message in self.steps():
+            if progress:
+                progress(done, total, message)
+        return self
+
+
+def bake_texture(scene=None, directory=None, frame_start=None, frame_end=None, channels=None,
+                 method=None, seed=None, progress=_print_progress, **options):
+    """Bake warped noise for the scene camera: DIR/noise_####.exr and DIR/noise.npy.
+
+    options: scale, latent_factor, supersample, motion ('VECTOR' | 'MESH'), half, overwrite,
+    preview ('MATERIAL' | 'NONE'). Returns the finished TextureBake.
+    """
+    bake = TextureBake(scene, directory, frame_start, frame_end, channels, method, seed, **options)
+    return bake.run(progress)
+
+
+def load_texture_sequence(files, frame_start):
+    """The baked EXRs as one image-sequence datablock (Non-Color, channels packed)."""
+    first = files[0]
+    name = "noise_warp:" + os.path.basename(os.path.dirname(first))
+    image = bpy.data.images.get(name)
+    if image is None or bpy.path.abspath(image.filepath) != first:
+        image = bpy.data.images.load(first, check_existing=False)
+        image.name = name
+    image.source = "SEQUENCE"
+    image.colorspace_settings.name = "Non-Color"
+    image.alpha_mode = "CHANNEL_PACKED"
+    image.reload()
+    return image
+
+
+def make_preview_material(image, frame_start, frame_count):
+    """Emission material showing the sequence in screen space (±3σ -> black..white).
+
+    Window coordinates put the camera-aligned noise exactly where the camera sees it, so the
+    preview shows the noise following the objects it was warped with.
+    """
+    mat = bpy.data.materials.get("NoiseWarp Preview") or bpy.data.materials.new("NoiseWarp Preview")
+    if bpy.app.version < (5, 0, 0):  # always on (and deprecated) from 5.0
+        mat.use_nodes = True
+    nt = mat.node_tree
+    nt.nodes.clear()
+    coords = nt.nodes.new("ShaderNodeTexCoord")
+    tex = nt.nodes.new("ShaderNodeTexImage")
+    tex.image = image
+    tex.interpolation = "Closest"
+    tex.extension = "EXTEND"
+    u = tex.image_user
+    u.frame_start = frame_start
+    u.frame_offset = frame_start - 1
+    u.frame_duration = frame_count
+    u.use_auto_refresh = True
+    u.use_cyclic = False
+    rng = nt.nodes.new("ShaderNodeMapRange")
+    rng.data_type = "FLOAT_VECTOR"
+    rng.inputs[7].default_value = (-3.0, -3.0, -3.0)   # From Min (vector)
+    rng.inputs[8].default_value = (3.0, 3.0, 3.0)      # From Max
+    rng.inputs[9].default_value = (0.0, 0.0, 0.0)
+    rng.inputs[10].default_value = (1.0, 1.0, 1.0)
+    rng.clamp = True
+    emit = nt.nodes.new("ShaderNodeEmission")
+    out = nt.nodes.new("ShaderNodeOutputMaterial")
+    nt.links.new(coords.outputs["Window"], tex.inputs["Vector"])
+    nt.links.new(tex.outputs["Color"], rng.inputs[6])
+    nt.links.new(rng.outputs[1], emit.inputs["Color"])
+    nt.links.new(emit.outputs["Emission"], out.inputs["Surface"])
+    for i, node in enumerate((coords, tex, rng, emit, out)):
+        node.location = (i * 250 - 500, 0)
+    return mat
+
+
+# ----------------------------------------------------------------------------- volume bake
+# (defined in volume.py; re-exported here so scripts need one import)
+from .volume import VolumeBake, bake_volume  # noqa: E402

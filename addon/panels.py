@@ -1,0 +1,95 @@
+"""Panels: Properties > Output, and the 3D viewport sidebar (N panel, "Noise Warp" tab)."""
+import bpy
+
+
+def _draw_texture(layout, s):
+    col = layout.column(align=True)
+    col.prop(s, "directory")
+    row = col.row(align=True)
+    row.prop(s, "frame_start")
+    row.prop(s, "frame_end")
+    col = layout.column()
+    col.prop(s, "method")
+    col.prop(s, "motion")
+    row = col.row(align=True)
+    row.prop(s, "channels")
+    row.prop(s, "seed")
+    row = col.row(align=True)
+    row.prop(s, "scale")
+    row.prop(s, "latent_factor")
+    col.prop(s, "supersample")
+    row = col.row(align=True)
+    row.prop(s, "half")
+    row.prop(s, "overwrite")
+    col.prop(s, "preview")
+    layout.operator("noise_warp.bake_texture", icon='RENDER_ANIMATION')
+
+
+def _draw_volume(layout, s):
+    col = layout.column()
+    col.prop(s, "volume_directory")
+    col.prop(s, "domain")
+    col.prop(s, "source_collection")
+    col.prop(s, "volume_motion")
+    row = col.row(align=True)
+    row.prop(s, "resolution")
+    row.prop(s, "volume_channels")
+    col.prop(s, "write_density")
+    layout.operator("noise_warp.bake_volume", icon='VOLUME_DATA')
+
+
+class NOISE_WARP_PT_output(bpy.types.Panel):
+    bl_label = "Noise Warp"
+    bl_space_type = 'PROPERTIES'
+    bl_region_type = 'WINDOW'
+    bl_context = "output"
+    bl_options = {'DEFAULT_CLOSED'}
+
+    def draw(self, context):
+        _draw_texture(self.layout, context.scene.noise_warp)
+
+
+class NOISE_WARP_PT_output_volume(bpy.types.Panel):
+    bl_label = "Volume"
+    bl_space_type = 'PROPERTIES'
+    bl_region_type = 'WINDOW'
+    bl_context = "output"
+    bl_parent_id = "NOISE_WARP_PT_output"
+    bl_options = {'DEFAULT_CLOSED'}
+
+    def draw(self, context):
+        _draw_volume(self.layout, context.scene.noise_warp)
+
+
+class NOISE_WARP_PT_view3d(bpy.types.Panel):
+    bl_label = "Noise Texture"
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Noise Warp"
+
+    def draw(self, context):
+        _draw_texture(self.layout, context.scene.noise_warp)
+
+
+class NOISE_WARP_PT_view3d_volume(bpy.types.Panel):
+    bl_label = "Noise Volume"
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Noise Warp"
+
+    def draw(self, context):
+        _draw_volume(self.layout, context.scene.noise_warp)
+
+
+classes = (NOISE_WARP_PT_output, NOISE_WARP_PT_output_volume, NOISE_WARP_PT_view3d,
+           NOISE_WARP_PT_view3d_volume)
+
+
+def register():
+    for c in classes:
+        bpy.utils.register_class(c)
+
+
+def unregister():
+    for c in reversed(classes):
+        bpy.utils.unregister_class(c)

@@ -1,0 +1,275 @@
+"""Volume bake: warped 3D noise in a box, moved by the evaluated meshes of a collection.
+
+Motion: noise3d.mesh_motion_field on the meshes of two consecutive frames (deforming,
+skinned, shape keys, baked simulations: whatever the depsgraph evaluates), as the backward
+flow on the later frame's voxel grid. Output: DIR/noise_####.vdb (float grid `noise`, and a
+fog grid `density` when asked) and a Volume object bound to the sequence.
+"""
+import os
+import time
+
+import numpy as np
+
+import bpy
+
+from .motion import BakeError, unbaked_simulations
+
+VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
+               "frame_end": "frame_end", "domain": "domain",
+               "source_collection": "source_collection", "resolution": "resolution",
+               "channels": "volume_channels", "seed": "seed", "motion": "volume_motion",
+               "write_density": "write_density", "overwrite": "overwrite"}
+
+
+def domain_grid(obj, resolution):
+    """(shape, origin, voxel_size) filling the world-space bounds of `obj` with cubic voxels."""
+    m = np.array(obj.matrix_world, np.float64)
+    corners = np.array([list(c) + [1.0] for c in obj.bound_box], np.float64) @ m.T
+    lo, hi = corners[:, :3].min(0), corners[:, :3].max(0)
+    ext = hi - lo
+    if ext.max() <= 0:
+        raise BakeError(f"the domain '{obj.name}' has no extent")
+    vs = float(ext.max()) / int(resolution)
+    shape = tuple(int(max(1, round(e / vs))) for e in ext)
+    return shape, lo, vs
+
+
+def collection_meshes(collection, depsgraph):
+    """[(name, world vertices [n, 3] float64, triangles [m, 3])] of the evaluated meshes."""
+    out = []
+    for obj in collection.all_objects:
+        if obj.type != "MESH":
+            continue
+        ev = obj.evaluated_get(depsgraph)
+        mesh = ev.to_mesh()
+        try:
+            n = len(mesh.vertices)
+            co = np.empty(n * 3, np.float32)
+            mesh.vertices.foreach_get("co", co)
+            mesh.calc_loop_triangles()
+            tris = np.empty(len(mesh.loop_triangles) * 3, np.int64)
+            mesh.loop_triangles.foreach_get("vertices", tris)
+        finally:
+            ev.to_mesh_clear()
+        m = np.array(ev.matrix_world, np.float64)
+        v = co.reshape(-1, 3).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+        out.append((obj.name, v, tris.reshape(-1, 3)))
+    return out
+
+
+def _lookup(kind, value, store):
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        found = store.get(value)
+        if found is None:
+            raise BakeError(f"no {kind} named '{value}'")
+        return found
+    return value
+
+
+class VolumeBake:
+    """A volume bake, validated at construction (BakeError, nothing written)."""
+
+    def __init__(self, scene=None, directory=None, frame_start=None, frame_end=None, domain=None,
+                 source_collection=None, resolution=None, channels=None, seed=None, motion=None,
+                 write_density=None, overwrite=None):
+        from .api import _Resume, _existing_frames, _frames, _output_dir, _resolve
+
+        scene = scene or bpy.context.scene
+        self.scene = scene
+        a = _resolve(scene, dict(directory=directory, frame_start=frame_start, frame_end=frame_end,
+                                 domain=domain, source_collection=source_collection,
+                                 resolution=resolution, channels=channels, seed=seed,
+                                 motion=motion, write_density=write_density,
+                                 overwrite=overwrite), VOLUME_ARGS)
+        self.domain = _lookup("object", a["domain"], bpy.data.objects)
+        if self.domain is None:
+            raise BakeError("no domain: give a box object whose bounds the volume fills")
+        self.collection = _lookup("collection", a["source_collection"], bpy.data.collections)
+        self.motion = str(a["motion"]).upper()
+        if self.motion != "MESH":
+            raise BakeError(f"volume motion must be 'MESH'; got {a['motion']!r}")
+        if self.collection is None:
+            raise BakeError("no source collection: give the collection of moving meshes")
+        if not any(o.type == "MESH" for o in self.collection.all_objects):
+            raise BakeError(f"the collection '{self.collection.name}' holds no mesh objects")
+        self.channels, self.seed = int(a["channels"]), int(a["seed"])
+        self.write_density, self.overwrite = bool(a["write_density"]), bool(a["overwrite"])
+        self.resolution = int(a["resolution"])
+        if self.resolution < 2:
+            raise BakeError("resolution must be at least 2 voxels")
+        self.frame_start, self.frame_end = _frames(scene, a["frame_start"], a["frame_end"])
+        sims = unbaked_simulations(scene)
+        if sims:
+            raise BakeError("bake the simulation caches first (" + ", ".join(sims) + ")")
+        from noise3d.vdb import openvdb_module
+
+        if openvdb_module() is None:
+            raise BakeError("OpenVDB is not available in this Blender (bpy.utils."
+                            "expose_bundled_modules() found no openvdb): cannot write .vdb files")
+        self.shape, self.origin, self.voxel_size = domain_grid(self.domain, self.resolution)
+        self.directory = _output_dir(a["directory"])
+        self.settings = {"channels": self.channels, "seed": self.seed, "shape": list(self.shape),
+                         "origin": [float(o) for o in self.origin],
+                         "voxel_size": self.voxel_size, "frame_start": self.frame_start,
+                         "collection": self.collection.name, "density": self.write_density}
+        self._resume = _Resume(self.directory, "volume")
+        self.resume_from = None
+        meta = self._resume.read()
+        existing = [f for f in _existing_frames(self.directory, "vdb")
+                    if self.frame_start <= f <= self.frame_end]
+        if not self.overwrite:
+            if (meta and meta["settings"] == self.settings and meta["last_frame"] < self.frame_end
+                    and all(os.path.isfile(self.path(f))
+                            for f in range(self.frame_start, meta["last_frame"] + 1))):
+                self.resume_from = meta
+            elif existing:
+                raise BakeError(f"'{self.directory}' already holds a volume bake "
+                                f"(noise_{existing[0]:04d}.vdb): turn on Overwrite or choose "
+                                "another folder")
+        self.files, self.object, self.warnings = [], None, []
+        self.motion_seconds = self.warp_seconds = self.write_seconds = 0.0
+
+    def path(self, frame):
+        return os.path.join(self.directory, f"noise_{frame:04d}.vdb")
+
+    def _meshes(self, frame):
+        self.scene.frame_set(frame)
+        return collection_meshes(self.collection, bpy.context.evaluated_depsgraph_get())
+
+    def _prescan(self):
+        """Topology and motion over the whole range before anything is written."""
+        prev, moved = None, False
+        for f in range(self.frame_start, self.frame_end + 1):
+            cur = self._meshes(f)
+            if prev is not None:
+                if [m[0] for m in cur] != [m[0] for m in prev]:
+                    raise BakeError(f"the meshes in '{self.collection.name}' change between "
+                                    f"frames {f - 1} and {f}")
+                for (name, v0, t0), (_, v1, t1) in zip(prev, cur):
+                    if len(v0) != len(v1) or not np.array_equal(t0, t1):
+                        raise BakeError(
+                            f"mesh '{name}' changes topology between frames {f - 1} and {f} "
+                            f"({len(v0)} -> {len(v1)} vertices): volume motion follows vertices, so "
+                            "disable the modifier that rebuilds it (remesh, fluid mesh, booleans) "
+                            "or bake from a copy with a fixed topology")
+                    moved = moved or not np.array_equal(v0, v1)
+            prev = cur
+        if not moved:
+            raise BakeError(f"nothing in '{self.collection.name}' moves between frames "
+                            f"{self.frame_start} and {self.frame_end}")
+
+    def _write(self, frame, noise):
+        from noise3d.vdb import write_vdb
+
+        write_vdb(self.path(frame), noise, self.voxel_size, self.origin, name="noise",
+                  density=True if self.write_density else None)
+
+    def steps(self):
+        """Generator: bake frame after frame, yielding (done, total, message)."""
+        import noise3d
+
+        scene, total = self.scene, self.frame_end - self.frame_start + 1
+        frame_before = scene.frame_current
+        try:
+            if self.resume_from:
+                last = self.resume_from["last_frame"]
+                state = np.load(os.path.join(self._resume.dir, self.resume_from["state"]))
+                w = noise3d.VolumeWarper(self.shape, self.channels, seed=self.seed, noise=state)
+                w.frame = last - self.frame_start
+                self.warnings.append(f"resumed after frame {last}")
+            else:
+                self._prescan()
+                if self.overwrite:
+                    self._resume.clear()
+                w = noise3d.VolumeWarper(self.shape, self.channels, seed=self.seed)
+                last = self.frame_start
+                self._write(last, w.noise)
+            yield last - self.frame_start + 1, total, f"frame {last}"
+            prev = self._meshes(last)
+            for frame in range(last + 1, self.frame_end + 1):
+                t = time.perf_counter()
+                cur = self._meshes(frame)
+                flow = noise3d.mesh_motion_field([(v, f) for _, v, f in cur],
+                                                 [(v, f) for _, v, f in prev],
+                                                 self.shape, self.origin, self.voxel_size)
+                self.motion_seconds += time.perf_counter() - t
+                t = time.perf_counter()
+                noise = w.step(flow)
+                self.warp_seconds += time.perf_counter() - t
+                t = time.perf_counter()
+                self._write(frame, noise)
+                os.makedirs(self._resume.dir, exist_ok=True)
+                state_path = self._resume.state_path(frame)
+                from core2d.io import save_npy
+                save_npy(state_path, w.state)
+                self._resume.write(self.settings, frame)
+                self.write_seconds += time.perf_counter() - t
+                prev = cur
+                yield frame - self.frame_start + 1, total, f"frame {frame}"
+            self._resume.clear()
+            self.files = [self.path(f) for f in range(self.frame_start, self.frame_end + 1)]
+        finally:
+            scene.frame_set(frame_before)
+        self.object = make_volume_object(scene, self.files, self.frame_start,
+                                         "density" if self.write_density else
+                                         ("noise" if self.channels == 1 else "noise_0"))
+
+    def run(self, progress="print"):
+        """progress: a callable(done, total, message), "print" (default) or None (silent)."""
+        from .api import _print_progress
+
+        progress = _print_progress if progress == "print" else progress
+        for done, total, message in self.steps():
+            if progress:
+                progress(done, total, message)
+        return self
+
+
+def bake_volume(scene=None, directory=None, frame_start=None, frame_end=None, domain=None,
+                source_collection=None, resolution=None, channels=None, seed=None,
+                progress="print", **options):
+    """Bake warped volumetric noise: DIR/noise_####.vdb and a Volume object bound to them.
+
+    domain / source_collection: objects or names. options: motion ('MESH'), write_density,
+    overwrite. Returns the finished VolumeBake.
+    """
+    bake = VolumeBake(scene, directory, frame_start, frame_end, domain, source_collection,
+                      resolution, channels, seed, **options)
+    return bake.run(progress)
+
+
+def make_volume_object(scene, files, frame_start, grid="density"):
+    """A Volume object reading the VDB sequence, with a Principled Volume material (Cycles)."""
+    name = "NoiseWarp Volume"
+    for vol in bpy.data.volumes:   # a re-bake into the same folder updates its object
+        if bpy.path.abspath(vol.filepath) == files[0]:
+            vol.frame_start, vol.frame_duration = frame_start, len(files)
+            vol.frame_offset = frame_start - 1
+            vol.grids.load()
+            users = [o for o in bpy.data.objects if o.data == vol]
+            if users:
+                return users[0]
+    vol = bpy.data.volumes.new(name)
+    vol.filepath = files[0]
+    vol.is_sequence = True
+    vol.frame_start = frame_start
+    vol.frame_duration = len(files)
+    vol.frame_offset = frame_start - 1
+    vol.sequence_mode = "CLIP"
+    obj = bpy.data.objects.new(name, vol)
+    scene.collection.objects.link(obj)
+    mat = bpy.data.materials.new(name)
+    if bpy.app.version < (5, 0, 0):  # always on (and deprecated) from 5.0
+        mat.use_nodes = True
+    nt = mat.node_tree
+    nt.nodes.clear()
+    vol_node = nt.nodes.new("ShaderNodeVolumePrincipled")
+    vol_node.inputs["Density"].default_value = 1.0
+    vol_node.inputs["Density Attribute"].default_value = grid
+    out = nt.nodes.new("ShaderNodeOutputMaterial")
+    nt.links.new(vol_node.outputs["Volume"], out.inputs["Volume"])
+    vol_node.location, out.location = (-150, 0), (200, 0)
+    vol.materials.append(mat)
+    return obj

@@ -1,0 +1,61 @@
+"""Tiny test scenes built with the real bpy module (no files, no mocks)."""
+import bpy
+
+PX_PER_UNIT = 10.0  # ortho_scale 6.4 over 64 px
+
+
+def empty_scene(width=64, height=48, frames=(1, 4)):
+    """Factory settings, no objects, an orthographic camera looking down -Z: 10 px per unit."""
+    bpy.ops.wm.read_factory_settings()
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    bpy.context.preferences.edit.keyframe_new_interpolation_type = 'LINEAR'
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    scene.render.resolution_percentage = 100
+    scene.frame_start, scene.frame_end = frames
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    cam.data.type = 'ORTHO'
+    cam.data.ortho_scale = width / PX_PER_UNIT
+    cam.location = (0.0, 0.0, 10.0)
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    return scene
+
+
+def add_plane(scene, size=20.0, z=-1.0):
+    bpy.ops.mesh.primitive_plane_add(size=size, location=(0.0, 0.0, z))
+    return bpy.context.active_object
+
+
+def moving_cube_scene(px_per_frame=3.0, frames=(1, 4), width=64, height=48, size=2.0,
+                      background=True):
+    """A cube (size units = 10*size px) sliding right by px_per_frame px per frame."""
+    scene = empty_scene(width, height, frames)
+    if background:
+        add_plane(scene)
+    bpy.ops.mesh.primitive_cube_add(size=size, location=(0.0, 0.0, 0.0))
+    cube = bpy.context.active_object
+    cube.name = "Mover"
+    step = px_per_frame / PX_PER_UNIT
+    x0 = -1.5
+    for f in (frames[0], frames[1]):
+        cube.location.x = x0 + step * (f - frames[0])
+        cube.keyframe_insert("location", index=0, frame=f)
+    make_linear(cube)
+    scene.frame_set(frames[0])
+    return scene, cube
+
+
+def make_linear(idblock):
+    """Linear keyframes (Blender 5 keeps F-curves in layered actions' channel bags)."""
+    action = idblock.animation_data.action
+    curves = list(getattr(action, "fcurves", None) or [])
+    for layer in getattr(action, "layers", []):
+        for strip in layer.strips:
+            for bag in strip.channelbags:
+                curves += list(bag.fcurves)
+    assert curves, "no F-curves found"
+    for fc in curves:
+        for kp in fc.keyframe_points:
+            kp.interpolation = 'LINEAR'

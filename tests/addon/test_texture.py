@@ -1,0 +1,308 @@
+"""Texture bake through the operator and the API, on tiny scenes (64x48, 4 frames)."""
+import os
+
+import numpy as np
+import pytest
+
+import bpy
+import scenes
+
+
+def cube_columns(frame, px=3.0, start=1):
+    """Columns inside the cube (20 px wide, centred at 17 + px*(frame-start)), 3 px margin."""
+    cx = 32 + scenes.PX_PER_UNIT * -1.5 + px * (frame - start)
+    return np.arange(int(cx - 10 + 3), int(cx + 10 - 3))
+
+
+def test_cube_moving_right_moves_noise_right(registered, outdir):
+    scenes.moving_cube_scene(px_per_frame=3.0)
+    assert bpy.ops.noise_warp.bake_texture(directory=outdir, channels=4, seed=3) == {'FINISHED'}
+    files = sorted(os.listdir(outdir))
+    assert files == ["noise.npy"] + [f"noise_{f:04d}.exr" for f in range(1, 5)]
+    n = np.load(os.path.join(outdir, "noise.npy"))
+    assert n.shape == (4, 48, 64, 4) and n.dtype == np.float32
+    from core2d.io import read_exr
+    exr = read_exr(os.path.join(outdir, "noise_0003.exr"))
+    assert np.array_equal(exr["G"], n[2, :, :, 1])
+    rows = slice(24 - 7, 24 + 7)
+    for f in range(2, 5):
+        cols = cube_columns(f)
+        cur = n[f - 1][rows][:, cols]
+        prev_true = n[f - 2][rows][:, cols - 3]
+        prev_wrong = n[f - 2][rows][:, cols]
+        assert np.corrcoef(cur.ravel(), prev_true.ravel())[0, 1] > 0.999
+        assert abs(np.corrcoef(cur.ravel(), prev_wrong.ravel())[0, 1]) < 0.2
+        # the static background (rows the cube never reaches) keeps its noise exactly
+        assert np.array_equal(n[f - 1][:10], n[f - 2][:10])
+        assert np.array_equal(n[f - 1][-10:], n[f - 2][-10:])
+    assert abs(n.mean()) < 0.05 and abs(n.std() - 1) < 0.05
+    # the sequence is loaded and a preview material reads it
+    img = bpy.data.images["noise_warp:bake"]
+    assert img.source == 'SEQUENCE' and bpy.path.abspath(img.filepath).endswith("noise_0001.exr")
+    mat = bpy.data.materials["NoiseWarp Preview"]
+    tex = next(nd for nd in mat.node_tree.nodes if nd.type == 'TEX_IMAGE')
+    assert tex.image == img and tex.image_user.frame_duration == 4
+
+
+def test_render_settings_restored(registered, outdir):
+    scene, _ = scenes.moving_cube_scene()
+    scene.render.engine = 'BLENDER_WORKBENCH'
+    scene.render.use_motion_blur = True
+    scene.render.resolution_percentage = 50
+    scene.render.image_settings.file_format = 'PNG'
+    scene.render.filepath = "//render/"
+    scene.frame_set(2)
+    bpy.ops.noise_warp.bake_texture(directory=outdir, scale=2.0)
+    n = np.load(os.path.join(outdir, "noise.npy"))
+    assert n.shape[1:3] == (48, 64)  # 50% of 64x48, times 2
+    r = scene.render
+    assert (r.engine, r.use_motion_blur, r.resolution_percentage) == ('BLENDER_WORKBENCH', True, 50)
+    assert (r.image_settings.file_format, r.filepath, scene.frame_current) == ('PNG', "//render/", 2)
+
+
+def test_mesh_motion_matches_vector_pass(registered):
+    """Perspective camera, a rotating cube: projected mesh motion = Cycles' Vector pass."""
+    import tempfile
+
+    from addon.motion import MeshMotion, VectorPassRenderer
+    scene, cube = scenes.moving_cube_scene()
+    cam = scene.camera
+    cam.data.type = 'PERSP'
+    cam.location, cam.rotation_euler = (0.5, -3.0, 8.0), (0.35, 0.0, 0.1)
+    cube.rotation_euler = (0.2, 0.3, 0.0)
+    cube.keyframe_insert("rotation_euler", frame=1)
+    cube.rotation_euler = (0.2, 0.3, 0.9)
+    cube.keyframe_insert("rotation_euler", frame=4)
+    scenes.make_linear(cube)
+    with tempfile.TemporaryDirectory() as tmp:
+        vec = VectorPassRenderer(scene, 64, 48, tmp)
+        try:
+            a = vec.flow(3)
+        finally:
+            vec.close()
+    b = MeshMotion(scene, 64, 48).flow(3)
+    moving = np.abs(a).max(-1) > 0
+    assert moving.sum() > 300
+    assert np.abs(a - b).max() < 0.05
+
+
+def test_mesh_motion_bake_and_latent(registered, outdir):
+    scenes.moving_cube_scene(px_per_frame=8.0, width=64, height=48)
+    res = bpy.ops.noise_warp.bake_texture(directory=outdir, motion='MESH', latent_factor=8,
+                                          channels=16, preview='NONE')
+    assert res == {'FINISHED'}
+    n = np.load(os.path.join(outdir, "noise.npy"))
+    assert n.shape == (4, 6, 8, 16)
+    # 8 px/frame = one latent cell: a cell inside the cube (and clear of the background
+    # uncovered behind it, which also draws on the cube's old cells) moves by exactly one cell
+    assert np.corrcoef(n[2, 2:4, 4].ravel(), n[1, 2:4, 3].ravel())[0, 1] > 0.99
+
+
+def test_deforming_mesh(registered, outdir):
+    """A shape key stretching a grid to the right: the noise follows the deformation."""
+    scene = scenes.empty_scene()
+    bpy.ops.mesh.primitive_grid_add(x_subdivisions=8, y_subdivisions=8, size=4.0)
+    obj = bpy.context.active_object
+    obj.shape_key_add(name="Basis")
+    key = obj.shape_key_add(name="Stretch")
+    for v in key.data:
+        v.co.x = v.co.x * 1.5 + 0.6    # right side moves 1.6 units, left side 0.4 units
+    key.value = 0.0
+    key.keyframe_insert("value", frame=1)
+    key.value = 1.0
+    key.keyframe_insert("value", frame=4)
+    scenes.make_linear(obj.data.shape_keys)
+    res = bpy.ops.noise_warp.bake_texture(directory=outdir, channels=1, preview='NONE')
+    assert res == {'FINISHED'}
+    n = np.load(os.path.join(outdir, "noise.npy"))[..., 0]
+    assert n.shape == (4, 48, 64)
+    # flow of frame 2 from the mesh, compared with what the noise did
+    from addon.motion import MeshMotion
+    flow = MeshMotion(scene, 64, 48).flow(2)
+    dx = flow[..., 0][10:38, 20:40]
+    assert dx.min() < -0.5 and dx.std() > 0.1          # it deforms (not a translation)
+    # warped correlation at the flow's own shift is high, at zero shift low
+    follow, static = follow_correlation(n[1], n[0], flow, slice(10, 38), slice(20, 40))
+    assert follow > 0.4 and follow > static + 0.2
+
+
+def follow_correlation(cur, prev, flow, rows, cols):
+    """corr(cur[p], prev[nearest cell to p + flow(p)]) and corr at zero shift, over a window."""
+    ys, xs = np.mgrid[rows, cols]
+    sx = np.clip(np.round(xs + flow[ys, xs, 0]).astype(int), 0, cur.shape[1] - 1)
+    sy = np.clip(np.round(ys + flow[ys, xs, 1]).astype(int), 0, cur.shape[0] - 1)
+    follow = np.corrcoef(cur[ys, xs].ravel(), prev[sy, sx].ravel())[0, 1]
+    static = np.corrcoef(cur[ys, xs].ravel(), prev[ys, xs].ravel())[0, 1]
+    return follow, static
+
+
+def test_rigid_body_scene(registered, outdir):
+    """A falling rigid body seen from the side: unbaked -> clear error, nothing written;
+    baked -> the noise falls with it."""
+    import math
+    import tempfile
+
+    from addon.motion import VectorPassRenderer
+    scene = scenes.empty_scene(frames=(1, 12))
+    cam = scene.camera
+    cam.location, cam.rotation_euler = (0.0, -10.0, 0.0), (math.pi / 2, 0.0, 0.0)
+    bpy.ops.mesh.primitive_cube_add(size=1.6, location=(0.0, 0.0, 1.2))
+    bpy.ops.rigidbody.object_add()
+    cache = scene.rigidbody_world.point_cache
+    cache.frame_start, cache.frame_end = 1, 12
+    with pytest.raises(RuntimeError, match="bake the simulation caches first"):
+        bpy.ops.noise_warp.bake_texture(directory=outdir)
+    assert not os.path.exists(outdir) or os.listdir(outdir) == []
+    with bpy.context.temp_override(scene=scene, point_cache=cache):
+        bpy.ops.ptcache.bake(bake=True)
+    assert cache.is_baked
+    assert bpy.ops.noise_warp.bake_texture(directory=outdir, channels=1, preview='NONE') == {'FINISHED'}
+    n = np.load(os.path.join(outdir, "noise.npy"))[..., 0]
+    with tempfile.TemporaryDirectory() as tmp:
+        vec = VectorPassRenderer(scene, 64, 48, tmp)
+        try:
+            flow = vec.flow(12)
+        finally:
+            vec.close()
+    moving = np.abs(flow).max(-1) > 0
+    assert flow[..., 1][moving].mean() > 1.0 or flow[..., 1][moving].mean() < -1.0
+    assert flow[..., 1][moving].mean() < 0   # came from above: y down, so the pixel moved down
+    ys, xs = np.nonzero(moving)
+    rows = slice(ys.min() + 3, ys.max() - 2)
+    cols = slice(xs.min() + 3, xs.max() - 2)
+    follow, static = follow_correlation(n[11], n[10], flow, rows, cols)
+    assert follow > 0.4 and follow > static + 0.2
+    assert np.array_equal(n[11][:, :10], n[10][:, :10])   # static background kept
+
+
+def test_nothing_moves(registered, outdir):
+    scenes.moving_cube_scene(px_per_frame=0.0)
+    with pytest.raises(RuntimeError, match="nothing moves"):
+        bpy.ops.noise_warp.bake_texture(directory=outdir)
+    assert os.listdir(outdir) == []
+
+
+def test_no_camera(registered, outdir):
+    scene, _ = scenes.moving_cube_scene()
+    scene.camera = None
+    with pytest.raises(RuntimeError, match="no camera"):
+        bpy.ops.noise_warp.bake_texture(directory=outdir)
+    assert not os.path.exists(outdir)
+
+
+def test_unwritable_folder(registered, tmp_path):
+    scenes.moving_cube_scene()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(str(ro), os.W_OK):  # running as root: a path under a regular file instead
+            target = str(tmp_path / "file.txt" / "sub")
+            (tmp_path / "file.txt").write_text("x")
+        else:
+            target = str(ro)
+        with pytest.raises(RuntimeError, match="not writable|is a file"):
+            bpy.ops.noise_warp.bake_texture(directory=target)
+    finally:
+        ro.chmod(0o700)
+    assert os.listdir(str(ro)) == []
+
+
+def test_existing_outputs_refused_then_overwritten(registered, outdir):
+    scenes.moving_cube_scene()
+    bpy.ops.noise_warp.bake_texture(directory=outdir, channels=1, preview='NONE')
+    before = {f: os.path.getmtime(os.path.join(outdir, f)) for f in os.listdir(outdir)}
+    with pytest.raises(RuntimeError, match="already holds a bake"):
+        bpy.ops.noise_warp.bake_texture(directory=outdir, channels=1)
+    assert before == {f: os.path.getmtime(os.path.join(outdir, f)) for f in os.listdir(outdir)}
+    a = np.load(os.path.join(outdir, "noise.npy"))
+    assert bpy.ops.noise_warp.bake_texture(directory=outdir, channels=1, seed=5, overwrite=True,
+                                           preview='NONE') == {'FINISHED'}
+    b = np.load(os.path.join(outdir, "noise.npy"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def test_topology_change_falls_back_to_vector_pass(registered, outdir):
+    scene, cube = scenes.moving_cube_scene()
+    mod = cube.modifiers.new("Sub", 'SUBSURF')
+    mod.levels = 0
+    mod.keyframe_insert("levels", frame=2)
+    mod.levels = 1
+    mod.keyframe_insert("levels", frame=3)
+    from addon import api
+    bake = api.bake_texture(scene, outdir, channels=1, motion='MESH', preview='NONE')
+    assert any("topology" in w and "Vector pass" in w for w in bake.warnings)
+    assert len(bake.files) == 4
+
+
+def test_scene_settings_are_the_defaults(registered, outdir):
+    scene, _ = scenes.moving_cube_scene()
+    s = scene.noise_warp
+    s.directory, s.channels, s.seed, s.preview = outdir, 2, 7, 'NONE'
+    s.frame_start, s.frame_end = 2, 4
+    assert bpy.ops.noise_warp.bake_texture() == {'FINISHED'}
+    n = np.load(os.path.join(outdir, "noise.npy"))
+    assert n.shape == (3, 48, 64, 2)
+    assert sorted(os.listdir(outdir)) == ["noise.npy", "noise_0002.exr", "noise_0003.exr",
+                                          "noise_0004.exr"]
+
+
+def test_interrupted_bake_resumes(registered, outdir):
+    from addon import api
+    scene, _ = scenes.moving_cube_scene(frames=(1, 5))
+    full = api.bake_texture(scene, outdir + "_full", channels=2, preview='NONE', progress=None)
+    ref = np.load(full.npy_path)
+    bake = api.TextureBake(scene, outdir, channels=2, preview='NONE')
+    steps = bake.steps()
+    for done, total, _ in steps:
+        if done == 3:
+            break
+    steps.close()   # like Esc in the UI
+    assert sorted(f for f in os.listdir(outdir) if f.endswith(".exr")) == [
+        "noise_0001.exr", "noise_0002.exr", "noise_0003.exr"]
+    again = api.TextureBake(scene, outdir, channels=2, preview='NONE')
+    assert again.resume_from["last_frame"] == 3
+    again.run(progress=None)
+    assert np.array_equal(np.load(again.npy_path), ref)
+    assert not os.path.exists(os.path.join(outdir, ".noise_warp"))
+
+
+def test_cycles_unavailable(registered, outdir):
+    import addon_utils
+    scenes.moving_cube_scene()
+    addon_utils.disable("cycles", default_set=True)
+    try:
+        with pytest.raises(RuntimeError, match="Cycles is not available"):
+            bpy.ops.noise_warp.bake_texture(directory=outdir)
+        assert not os.path.exists(outdir)
+        # the mesh-motion route needs no renderer
+        assert bpy.ops.noise_warp.bake_texture(directory=outdir, motion='MESH',
+                                               preview='NONE') == {'FINISHED'}
+    finally:
+        addon_utils.enable("cycles", default_set=True)
+
+
+def test_preview_material_shows_the_right_frame(registered, outdir, tmp_path):
+    """The preview material, rendered by Cycles (no denoiser), shows exactly the baked frame."""
+    from addon import api
+    from core2d.io import read_exr
+    scene, _ = scenes.moving_cube_scene(frames=(3, 6))
+    bake = api.bake_texture(scene, outdir, channels=3, progress=None)
+    n = np.load(bake.npy_path)
+    for obj in scene.objects:
+        if obj.type == 'MESH':
+            obj.data.materials.clear()
+            obj.data.materials.append(bake.material)
+    c = scene.cycles
+    scene.render.engine = 'CYCLES'
+    c.samples, c.filter_width, c.use_denoising = 1, 0.01, False
+    s = scene.render.image_settings
+    s.file_format, s.color_depth = 'OPEN_EXR', '32'
+    scene.render.filepath = str(tmp_path / "preview.exr")
+    for frame in (3, 5):
+        scene.frame_set(frame)
+        bpy.ops.render.render(write_still=True)
+        r = read_exr(str(tmp_path / "preview.exr"))
+        img = np.stack([r["R"], r["G"], r["B"]], axis=-1)
+        expected = np.clip((n[frame - 3] + 3) / 6, 0, 1)
+        assert np.abs(img - expected).max() < 1e-3

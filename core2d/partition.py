@@ -192,49 +192,53 @@ def _split_kernels():
             if c >= 0:
                 by_cell[start[c] + ti.atomic_add(cursor[c], 1)] = r
 
+    key_of, gauss_at = rng.taichi_keyed()
+
     @ti.kernel
     def split(x: nd(dtype=ti.f32, ndim=2), w: nd(dtype=ti.f32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
               start: nd(dtype=ti.i32, ndim=1), by_cell: nd(dtype=ti.i32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),
-              area: nd(dtype=ti.f32, ndim=1), seed: ti.u32, frame: ti.u32, floor: ti.f32):
-        C = x.shape[1]
+              area: nd(dtype=ti.f32, ndim=1), seed: ti.u32, frame: ti.u32, floor: ti.f32, C: ti.template()):
+        P = ti.static((C + 1) // 2)
         for c in range(x.shape[0]):
             s0, s1 = start[c], start[c + 1]
             if s1 > s0:
                 T = ti.i64(0)
-                for t in range(s0, s1):
-                    T += q(w[by_cell[t]])
+                U = ti.Vector.zero(ti.i64, 2 * P)
+                for t in range(s0, s1):               # T_c and the bridge's Σ sqrt(w) n: exact fixed point
+                    r = by_cell[t]
+                    T += q(w[r])
+                    sw = ti.sqrt(w[r])
+                    key = key_of(seed, frame, ti.u32(rng.PIECE), ti.cast(c, ti.u32), ti.cast(dst[r], ti.u32))
+                    for k in ti.static(range(P)):
+                        g = gauss_at(key, ti.u32(k))
+                        for e in ti.static(range(2)):
+                            if ti.static(2 * k + e < C):
+                                U[2 * k + e] += q(sw * g[e])
+                                piece[r, 2 * k + e] = g[e]
                 Tc = ti.cast(T, ti.f32) * (1.0 / SCALE)
                 den = ti.max(Tc, floor)
                 a0 = ti.max(1.0 - Tc / den, 0.0)
                 rs = 1.0 / ti.sqrt(den)
-                for k in range((C + 1) // 2):
-                    U0, U1 = ti.i64(0), ti.i64(0)
-                    for t in range(s0, s1):            # the bridge's S: Σ sqrt(w) n, exact in fixed point
-                        r = by_cell[t]
-                        g = gauss_pair(seed, frame, ti.u32(rng.PIECE), ti.cast(c, ti.u32), ti.cast(dst[r], ti.u32),
-                                       ti.cast(k, ti.u32))
-                        sw = ti.sqrt(w[r])
-                        U0 += q(sw * g[0])
-                        U1 += q(sw * g[1])
-                        piece[r, 2 * k] = g[0]
-                        if 2 * k + 1 < C:
-                            piece[r, 2 * k + 1] = g[1]
-                    S = ti.Vector([ti.cast(U0, ti.f32), ti.cast(U1, ti.f32)]) * (1.0 / SCALE) * rs
-                    if a0 > 0:
-                        S += ti.sqrt(a0) * gauss_pair(seed, frame, ti.u32(rng.LEFTOVER), ti.cast(c, ti.u32),
-                                                      ti.u32(0), ti.cast(k, ti.u32))
-                    for t in range(s0, s1):            # pieces: a x + sqrt(a) n - a S
-                        r = by_cell[t]
-                        a = w[r] / den
-                        sa = ti.sqrt(a)
-                        area[r] = a
+                S = ti.Vector.zero(ti.f32, 2 * P)
+                for ch in ti.static(range(C)):
+                    S[ch] = ti.cast(U[ch], ti.f32) * (1.0 / SCALE) * rs
+                if a0 > 0:
+                    sa0 = ti.sqrt(a0)
+                    lkey = key_of(seed, frame, ti.u32(rng.LEFTOVER), ti.cast(c, ti.u32), ti.u32(0))
+                    for k in ti.static(range(P)):
+                        g0 = gauss_at(lkey, ti.u32(k))
                         for e in ti.static(range(2)):
-                            ch = 2 * k + e
-                            if ch < C:
-                                v = a * x[c, ch] + sa * piece[r, ch] - a * S[e]
-                                if a >= 1.0:
-                                    v = x[c, ch]
-                                piece[r, ch] = v
+                            S[2 * k + e] += sa0 * g0[e]
+                for t in range(s0, s1):               # pieces: a x + sqrt(a) n - a S
+                    r = by_cell[t]
+                    a = w[r] / den
+                    sa = ti.sqrt(a)
+                    area[r] = a
+                    for ch in ti.static(range(C)):
+                        v = a * x[c, ch] + sa * piece[r, ch] - a * S[ch]
+                        if a >= 1.0:
+                            v = x[c, ch]
+                        piece[r, ch] = v
 
     @ti.kernel
     def gather(src: nd(dtype=ti.i32, ndim=1), dst_start: nd(dtype=ti.i32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),
@@ -290,7 +294,7 @@ def split_taichi(x, src, w, dst, dst_start, v_out, seed, frame, floor):
     fill(src, start, n, by_cell)
     piece = scratch("split.piece", (src.shape[0], C), np.float32)
     area = scratch("split.area", (src.shape[0],), np.float32)
-    split(x, w, dst, start, by_cell, piece, area, seed, frame, float(floor))
+    split(x, w, dst, start, by_cell, piece, area, seed, frame, float(floor), C)
     y = np.zeros((v_out.shape[0], C), np.float32)
     gather(src, dst_start, piece, area, v_out, y, seed, frame)
     return y

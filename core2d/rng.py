@@ -156,13 +156,16 @@ def taichi_funcs():
         return h
 
     @ti.func
-    def ti_hash(seed: ti.u32, frame: ti.u32, stream: ti.u32, a: ti.u32, b: ti.u32, pair: ti.u32) -> ti.u32:
+    def ti_key(seed: ti.u32, frame: ti.u32, stream: ti.u32, a: ti.u32, b: ti.u32) -> ti.u32:
+        """The hash up to (a, b): shared by all channel pairs of one draw site."""
         h = mix(seed ^ (stream * ti.u32(_GOLD)))
         h = mix(h ^ frame)
         h = mix(h ^ a)
-        h = mix(h ^ b)
-        h = mix(h ^ pair)
-        return h
+        return mix(h ^ b)
+
+    @ti.func
+    def ti_hash(seed: ti.u32, frame: ti.u32, stream: ti.u32, a: ti.u32, b: ti.u32, pair: ti.u32) -> ti.u32:
+        return mix(ti_key(seed, frame, stream, a, b) ^ pair)
 
     @ti.func
     def ti_log(u):
@@ -200,8 +203,9 @@ def taichi_funcs():
         return ti.Vector([cc, ss], ti.f32)
 
     @ti.func
-    def ti_gauss_pair(seed: ti.u32, frame: ti.u32, stream: ti.u32, a: ti.u32, b: ti.u32, pair: ti.u32):
-        h1 = ti_hash(seed, frame, stream, a, b, pair)
+    def ti_gauss_at(key: ti.u32, pair: ti.u32):
+        """Normals 2·pair, 2·pair+1 of the draw site `key` (from ti_key)."""
+        h1 = mix(key ^ pair)
         h2 = mix(h1 ^ ti.u32(_GOLD))
         u1 = (ti.cast(h1 >> ti.u32(8), ti.f32) + 0.5) * (1.0 / 16777216.0)
         u2 = (ti.cast(h2 >> ti.u32(8), ti.f32) + 0.5) * (1.0 / 16777216.0)
@@ -209,12 +213,24 @@ def taichi_funcs():
         return r * ti_sincos_turns(u2)
 
     @ti.func
+    def ti_gauss_pair(seed: ti.u32, frame: ti.u32, stream: ti.u32, a: ti.u32, b: ti.u32, pair: ti.u32):
+        return ti_gauss_at(ti_key(seed, frame, stream, a, b), pair)
+
+    @ti.func
     def ti_uniform(seed: ti.u32, frame: ti.u32, stream: ti.u32, a: ti.u32, b: ti.u32, pair: ti.u32) -> ti.f32:
         h = ti_hash(seed, frame, stream, a, b, pair)
         return (ti.cast(h >> ti.u32(8), ti.f32) + 0.5) * (1.0 / 16777216.0)
 
     _TI_FUNCS = (ti_hash, ti_gauss_pair, ti_uniform)
+    _TI_KEYED[:] = [ti_key, ti_gauss_at]
     return _TI_FUNCS
 
 
+def taichi_keyed():
+    """(ti_key, ti_gauss_at): the same draws as ti_gauss_pair, with the per-site hash hoisted."""
+    taichi_funcs()
+    return tuple(_TI_KEYED)
+
+
 _TI_FUNCS = None
+_TI_KEYED = []

@@ -57,6 +57,39 @@ def quads(corners, flow, max_span=MAX_SPAN):
     return np.where(bad[..., None, None], square, P).astype(np.float32), bad
 
 
+MIN_SIDE = 1.0 / 64   # a Jacobian footprint never shrinks below this (collapse still takes a share)
+
+
+def boxes(flow, max_span=MAX_SPAN):
+    """Scale-aware particle footprints: axis-aligned boxes centred at p + B(p) + ½ with the local
+    Jacobian's area |det J| and the aspect of its bounding box (sides in [MIN_SIDE, max_span]).
+
+    Under ×8 minification a box covers the 8×8 cells the pixel really integrates (the unit
+    square would sample one of them); boxes never turn inside out, so folds are harmless.
+    Returns (P [H, W, 4, 2], outside area [H·W], count of clamped boxes).
+    """
+    H, W = flow.shape[:2]
+    c = corner_positions(flow).astype(np.float64)
+    ex = 0.5 * ((c[:-1, 1:] - c[:-1, :-1]) + (c[1:, 1:] - c[1:, :-1]))    # image of the pixel's x edge
+    ey = 0.5 * ((c[1:, :-1] - c[:-1, :-1]) + (c[1:, 1:] - c[:-1, 1:]))    # and of its y edge
+    bw = np.abs(ex[..., 0]) + np.abs(ey[..., 0])
+    bh = np.abs(ex[..., 1]) + np.abs(ey[..., 1])
+    det = np.abs(ex[..., 0] * ey[..., 1] - ex[..., 1] * ey[..., 0])
+    scale = np.sqrt(det / np.maximum(bw * bh, 1e-30))
+    bw, bh = bw * scale, bh * scale
+    clamped = (bw < MIN_SIDE) | (bh < MIN_SIDE) | (bw > max_span) | (bh > max_span)
+    bw, bh = np.clip(bw, MIN_SIDE, max_span), np.clip(bh, MIN_SIDE, max_span)
+    ii, jj = np.mgrid[0:H, 0:W].astype(np.float64)
+    mx, my = jj + 0.5 + flow[..., 0], ii + 0.5 + flow[..., 1]
+    x0, x1 = (mx - bw / 2).astype(np.float32), (mx + bw / 2).astype(np.float32)
+    y0, y1 = (my - bh / 2).astype(np.float32), (my + bh / 2).astype(np.float32)
+    P = np.stack([np.stack([x0, y0], -1), np.stack([x1, y0], -1), np.stack([x1, y1], -1),
+                  np.stack([x0, y1], -1)], axis=2)
+    inside = (x0 >= 0) & (y0 >= 0) & (x1 <= W) & (y1 <= H)
+    area = np.where(inside, np.float32(0), (x1 - x0) * (y1 - y0)).astype(np.float32).ravel()
+    return P, area, int(clamped.sum())
+
+
 def shoelace(P):
     """Signed area of polygons [..., V, 2], relative to the first vertex (accurate far from the origin)."""
     x = P[..., 0] - P[..., :1, 0]
@@ -116,10 +149,16 @@ def _bbox(P, H, W):
     return i0, i1, j0, j1
 
 
-def requests(flow, max_span=MAX_SPAN):
-    """(src, dst, A, v_out, fallback mask): exact-overlap requests sorted by destination, then cell row-major."""
+def requests(flow, max_span=MAX_SPAN, footprint="quad"):
+    """(src, dst, A, v_out, fallback count): exact-overlap requests of each pixel's footprint
+    (its warped quad, or its Jacobian box), sorted by destination, then cell row-major."""
     H, W = flow.shape[:2]
-    P, bad = quads(corner_positions(flow), flow, max_span)
+    if footprint == "box":
+        P, out_area, bad = boxes(flow, max_span)
+    else:
+        P, bad = quads(corner_positions(flow), flow, max_span)
+        out_area = outside_area(P.reshape(-1, 4, 2), H, W)
+        bad = int(bad.sum())
     i0, i1, j0, j1 = _bbox(P, H, W)
     Pf = P.reshape(-1, 4, 2)
     srcs, dsts, areas, order = [], [], [], []
@@ -147,16 +186,19 @@ def requests(flow, max_span=MAX_SPAN):
     else:
         src = dst = np.zeros(0, np.int64)
         A = np.zeros(0, np.float32)
-    v_out = np.maximum(outside_area(Pf, H, W) - A_in, np.float32(0))
+    v_out = np.maximum(out_area - A_in, np.float32(0))
     return src, dst, A, v_out, bad
 
 
-def step_numpy(x, flow, seed, frame, max_span=MAX_SPAN):
+def step_numpy(x, flow, seed, frame, max_span=MAX_SPAN, footprint="quad"):
+    """Reference. footprint='quad': the grid variant (floor 1, exact areas and leftovers);
+    'box': the particle variant with Jacobian-scaled footprints (floor 0: cells fully divided)."""
     H, W, C = x.shape
-    src, dst, A, v_out, bad = requests(flow, max_span)
-    y, asum = partition.split_requests(x.reshape(-1, C), src, dst, A, H * W, seed, frame, floor=1.0)
+    src, dst, A, v_out, bad = requests(flow, max_span, footprint)
+    floor = 0.0 if footprint == "box" else 1.0
+    y, asum = partition.split_requests(x.reshape(-1, C), src, dst, A, H * W, seed, frame, floor=floor)
     y = partition.finish(y, asum, v_out, seed, frame)
-    return y.reshape(H, W, C), {"fallback_pixels": int(bad.sum())}
+    return y.reshape(H, W, C), {"fallback_pixels": bad}
 
 
 # ----------------------------------------------------------------------------- Taichi kernels
@@ -294,15 +336,20 @@ def _kernels():
     return _K
 
 
-def step_taichi(x, flow, seed, frame, max_span=MAX_SPAN):
+def step_taichi(x, flow, seed, frame, max_span=MAX_SPAN, footprint="quad"):
     """Exact overlaps materialised as requests (count, prefix sum, fill), then the shared split."""
     H, W, C = x.shape
     N = H * W
     count, fill, build = _kernels()
     scratch = partition.scratch
     Pf, area = scratch("grid.P", (N, 4, 2), np.float32), scratch("grid.area", (N,), np.float32)
-    bad = scratch("grid.bad", (N,), np.int32)
-    build(corner_positions(flow), flow, Pf, area, bad, float(max_span))
+    if footprint == "box":
+        P, out_area, n_bad = boxes(flow, max_span)
+        Pf[:], area[:] = P.reshape(-1, 4, 2), out_area
+    else:
+        bad = scratch("grid.bad", (N,), np.int32)
+        build(corner_positions(flow), flow, Pf, area, bad, float(max_span))
+        n_bad = int(bad.sum())
     n = scratch("grid.n", (N,), np.int32)
     count(Pf, n, H, W)
     start = scratch("grid.start", (N + 1,), np.int32)
@@ -312,5 +359,6 @@ def step_taichi(x, flow, seed, frame, max_span=MAX_SPAN):
     src, dst = scratch("grid.src", (R,), np.int32), scratch("grid.dst", (R,), np.int32)
     w, v_out = scratch("grid.w", (R,), np.float32), scratch("grid.v_out", (N,), np.float32)
     fill(Pf, start, area, src, w, dst, v_out, H, W)
-    y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst, start, v_out, seed, frame, 1.0)
-    return y.reshape(H, W, C), {"fallback_pixels": int(bad.sum())}
+    floor = 0.0 if footprint == "box" else 1.0
+    y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst, start, v_out, seed, frame, floor)
+    return y.reshape(H, W, C), {"fallback_pixels": n_bad}

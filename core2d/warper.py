@@ -18,7 +18,8 @@ METHODS = ("particle", "grid", "upsample", "gp", "nearest", "bilinear", "fixed",
 BACKENDS = ("auto", "taichi", "numpy")
 DTYPES = ("float32", "float16")
 _OPTIONS = ("supersample", "latent_factor", "degrade", "dtype", "upsample_k", "gp_features",
-            "gp_lengthscale", "holes", "max_span")
+            "gp_lengthscale", "holes", "max_span", "footprint")
+FOOTPRINTS = ("unit", "jacobian")
 
 
 def _resolve_backend(backend):
@@ -54,11 +55,15 @@ class NoiseWarper:
       holes         how `direction='forward'` flows treat disocclusions: 'fill' or 'fresh'.
       max_span      grid/upsample: polygons spanning more cells than this per axis fall back to
                     the particle footprint (counted in `last_stats['fallback_pixels']`).
+      footprint     particle: 'unit' (the paper's unit square) or 'jacobian' (a box with the
+                    local Jacobian's area and aspect: under minification it integrates every cell
+                    the pixel covers instead of sampling one; robust to folds like the unit square).
     """
 
     def __init__(self, height, width, channels=4, method="particle", seed=0, backend="auto", *,
                  supersample=1, latent_factor=1, degrade=0.0, dtype="float32", upsample_k=4,
-                 gp_features=3000, gp_lengthscale=None, holes="fill", max_span=grid.MAX_SPAN):
+                 gp_features=3000, gp_lengthscale=None, holes="fill", max_span=grid.MAX_SPAN,
+                 footprint="unit"):
         for name, v in (("height", height), ("width", width), ("channels", channels),
                         ("supersample", supersample), ("latent_factor", latent_factor),
                         ("upsample_k", upsample_k), ("gp_features", gp_features), ("max_span", max_span)):
@@ -70,6 +75,8 @@ class NoiseWarper:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if holes not in ("fill", "fresh"):
             raise ValueError(f"holes must be 'fill' or 'fresh', got {holes!r}")
+        if footprint not in FOOTPRINTS:
+            raise ValueError(f"footprint must be one of {', '.join(FOOTPRINTS)}, got {footprint!r}")
         if height % latent_factor or width % latent_factor:
             raise ValueError(f"frame size {height}×{width} is not divisible by latent_factor {latent_factor}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -81,6 +88,7 @@ class NoiseWarper:
         self.gp_features = int(gp_features)
         self.gp_lengthscale = float(gp_lengthscale if gp_lengthscale is not None else gp.DEFAULT_LENGTHSCALE)
         self.max_span = int(max_span)
+        self.footprint = footprint
         self.backend_requested = backend
         self.backend = _resolve_backend(backend)
         self._key = rng.seed_key(self.seed)
@@ -197,6 +205,9 @@ class NoiseWarper:
     def _advance(self, flow, frame):
         x, key, m = self._state, self._key, self.method
         numpy = self.backend == "numpy"
+        if m == "particle" and self.footprint == "jacobian":
+            f = grid.step_numpy if numpy else grid.step_taichi
+            return f(x, flow, key, frame, max_span=self.max_span, footprint="box")
         if m in ("particle", "nearest"):
             f = particle.step_numpy if numpy else particle.step_taichi
             return f(x, flow, key, frame, nearest=(m == "nearest"))

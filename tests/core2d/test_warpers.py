@@ -8,33 +8,39 @@ from core2d import grid
 from .helpers import affine_flow, assert_white, corr, maps, rotation
 
 H, W, C = 64, 64, 4
-WHITE_METHODS = ("particle", "grid", "upsample", "nearest", "fixed", "resample")
+WHITE_METHODS = ("particle", "particle/jacobian", "grid", "upsample", "nearest", "fixed", "resample")
 MAPS = maps(H, W)
+
+
+def make(method, **kw):
+    """'particle/jacobian' is the particle method with the Jacobian footprint."""
+    name, _, footprint = method.partition("/")
+    return core2d.NoiseWarper(H, W, channels=C, method=name, footprint=footprint or "unit", **kw)
 
 
 @pytest.mark.parametrize("method", WHITE_METHODS)
 @pytest.mark.parametrize("name", sorted(MAPS))
 def test_every_frame_is_white(method, name):
-    w = core2d.NoiseWarper(H, W, channels=C, method=method, seed=3, backend="taichi")
+    w = make(method, seed=3, backend="taichi")
     assert_white(w.noise, f"{method} initial")
     for t in range(2):
         y = w.step(MAPS[name])
         assert_white(y, f"{method} {name} step {t + 1}")
 
 
-@pytest.mark.parametrize("method", ["particle", "grid"])
+@pytest.mark.parametrize("method", ["particle", "particle/jacobian", "grid"])
 def test_zero_flow_is_bit_exact(method):
     for backend in ("taichi", "numpy"):
-        w = core2d.NoiseWarper(H, W, channels=C, method=method, seed=1, backend=backend)
+        w = make(method, seed=1, backend=backend)
         x = w.noise.copy()
         for _ in range(3):
             y = w.step(np.zeros((H, W, 2), np.float32))
         assert np.array_equal(x, y), backend
 
 
-@pytest.mark.parametrize("method", ["particle", "grid", "nearest", "upsample"])
+@pytest.mark.parametrize("method", ["particle", "particle/jacobian", "grid", "nearest", "upsample"])
 def test_integer_translation_is_an_exact_shift(method):
-    w = core2d.NoiseWarper(H, W, channels=C, method=method, seed=2, backend="taichi")
+    w = make(method, seed=2, backend="taichi")
     x = w.noise.copy()
     flow = np.zeros((H, W, 2), np.float32)
     flow[..., 0], flow[..., 1] = -3, -2                     # content moves 3 right, 2 down
@@ -206,11 +212,25 @@ def test_bilinear_blurs():
     assert abs(y.var() - 0.25) < 0.05        # four weights of 1/4: variance 4/16
 
 
-@pytest.mark.parametrize("method", core2d.METHODS)
+def test_jacobian_footprint_integrates_what_the_pixel_covers():
+    """Aligned ×8 minification: each pixel's box is exactly 8×8 cells, so it gets their ∫-pool."""
+    w = make("particle/jacobian", seed=1, backend="taichi")
+    unit = make("particle", seed=1, backend="taichi")
+    x = w.noise.astype(np.float64)
+    zoom = affine_flow(H, W, np.eye(2) * 8)
+    y, yu = w.step(zoom), unit.step(zoom)
+    blocks = x.reshape(H // 8, 8, W // 8, 8, C).sum((1, 3)) / 8
+    inner = (slice(H // 2 - 4, H // 2 + 4), slice(W // 2 - 4, W // 2 + 4))
+    np.testing.assert_allclose(y[inner], blocks, atol=1e-5)
+    assert corr(yu[inner], blocks) < 0.5               # the unit square samples one cell of 64
+
+
+@pytest.mark.parametrize("method", core2d.METHODS + ("particle/jacobian",))
 def test_numpy_reference_and_taichi_kernel_agree(method):
     Hs, Ws = 40, 48
     flows = [rotation(Hs, Ws, 7), maps(Hs, Ws)["random"], maps(Hs, Ws)["zoom_out8"]]
-    kw = dict(channels=3, method=method, seed=12, gp_features=300, supersample=1)
+    method, _, footprint = method.partition("/")
+    kw = dict(channels=3, method=method, seed=12, gp_features=300, supersample=1, footprint=footprint or "unit")
     a = core2d.NoiseWarper(Hs, Ws, backend="numpy", **kw)
     b = core2d.NoiseWarper(Hs, Ws, backend="taichi", **kw)
     for f in flows:

@@ -79,12 +79,11 @@ def batch(args, log=sys.stderr):
     os.makedirs(out, exist_ok=True)
     started_here = not ray.is_initialized()
     if started_here:
-        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
-                      logging_level="ERROR")
-        if args.address:
+        kwargs = dict(log_to_driver=False, configure_logging=True, logging_level="ERROR")
+        if args.address:  # joining a cluster: its resources and dashboard are its own
             ray.init(address=args.address, **kwargs)
         else:
-            ray.init(num_cpus=args.num_cpus, **kwargs)
+            ray.init(num_cpus=args.num_cpus, include_dashboard=False, **kwargs)
     t0 = time.perf_counter()
     try:
         task = ray.remote(num_cpus=1)(warp_one)

@@ -62,8 +62,9 @@ def _add_warp_args(p):
     r.add_argument("--force", action="store_true", help="overwrite the outputs in an existing OUTDIR")
     p.add_argument("--save-flows", action="store_true",
                    help="also write the backward flows used, OUTDIR/flows.npy [T-1, H, W, 2] (for stats)")
-    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
-                   help="save the warper state every N frames (default 1)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="save the warper state every N frames; 0 (default): every frame while the "
+                        "state is small (<= 16 MB), else every 10 s")
     p.add_argument("-v", "--verbose", action="store_true", help="print per-stage per-frame times")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_source_args(p)

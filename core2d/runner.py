@@ -18,6 +18,7 @@ from .ops import degrade as _degrade
 
 STATE_DIR = ".noisewarp"
 FORMATS = ("npy", "exr", "png", "mp4")
+AUTO_CHECKPOINT_S = 10.0
 _OCCLUSION_SEED_SALT = 0x6F63636C  # keeps occlusion refresh noise apart from --degrade noise
 
 
@@ -88,7 +89,7 @@ def _remove(paths):
 def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent_factor=1,
                    supersample=1, degrade=0.0, degrade_mask=None, formats=("npy",), dtype="float32",
                    backend="auto", resume=False, force=False, progress=True, verbose=False,
-                   checkpoint_every=1, occlusions=False, save_flows=False, log=None, warper_options=None):
+                   checkpoint_every=0, occlusions=False, save_flows=False, log=None, warper_options=None):
     """Run the whole job; return a summary dict (also written to OUTDIR/run.json)."""
     import core2d
 
@@ -127,6 +128,8 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
     final = os.path.join(outdir, "noise.npy")
 
     prior = None
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise ValueError(f"{outdir}: exists and is not a folder")
     if os.path.isdir(outdir) and os.listdir(outdir):
         if resume:
             if os.path.isfile(progress_path):
@@ -198,6 +201,21 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                     json.dump({"config": config, "done": t + 1, "complete": False}, f, indent=1)
             timings["checkpoint"] += time.perf_counter() - t0
 
+        state_mb = H * W * int(supersample) ** 2 * C * 4 / 2 ** 20
+        last_ckpt = [time.perf_counter()]
+
+        def due(t):
+            """Checkpoint every N frames; auto (N = 0): every frame while the state is small
+            (<= 16 MB, e.g. 720p×4 channels), else every AUTO_CHECKPOINT_S seconds."""
+            if t == T - 1:
+                return True
+            if int(checkpoint_every) > 0:
+                return (t + 1) % int(checkpoint_every) == 0
+            if state_mb <= 16 or time.perf_counter() - last_ckpt[0] >= AUTO_CHECKPOINT_S:
+                last_ckpt[0] = time.perf_counter()
+                return True
+            return False
+
         interrupt_after = int(os.environ.get("NOISEWARP_INTERRUPT_AFTER", "0") or 0)  # test hook
         from tqdm import tqdm
 
@@ -219,7 +237,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                 if flows_out is not None:
                     flows_out[t - 1] = flow
                 emit(t, frame)
-                if (t + 1) % max(1, int(checkpoint_every)) == 0 or t == T - 1:
+                if due(t):
                     checkpoint(t)
                 done = t + 1
                 bar.update(1)
@@ -230,11 +248,11 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
         if done != T:
             raise ValueError(f"{source.name}: input ended after {done} of {T} frames")
         noise.flush()
-        del noise
+        noise = None  # closes the memory map before the rename
         os.replace(partial, final)
         if flows_out is not None:
             flows_out.flush()
-            del flows_out
+            flows_out = None
             os.replace(flows_partial, os.path.join(outdir, "flows.npy"))
         if "mp4" in formats:
             t0 = time.perf_counter()

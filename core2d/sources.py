@@ -336,3 +336,4 @@ def open_source(path, frames=None, flow_layout="auto", flow_order="xy", flow_neg
         return VideoSource(path, frames=frames, preset=dis_preset, occlusions=occlusions)
     raise ValueError(f"{path}: unsupported input type {ext or '(no extension)'!r} (a video "
                      f"{'/'.join(e[1:] for e in VIDEO_EXTS)}, a .npy flow stack, or a folder of .flo/.exr)")
+

@@ -211,7 +211,8 @@ def analyse(noise_path, flows_path=None, max_lag=16, starts=8):
         "shape": [T, h, w, C], "dtype": str(noise.dtype),
         "overall": {"mean": mean, "std": std, "n": int(total), "nonfinite": nonfinite,
                     "ks_distance_hist": ks_hist, "ks_p_min_frame": p_min, "ks_sample_per_frame": int(pick.size)},
-        "tolerances": {"mean": tol_mean, "lag_correlation": tol_corr, "per_frame_mean": 4 / np.sqrt(n_frame)},
+        "tolerances": {"mean": tol_mean, "lag_correlation": tol_corr, "per_frame_mean": 4 / np.sqrt(n_frame),
+                       "per_frame_std": 4 * np.sqrt(0.5 / n_frame)},
         "per_frame": per,
         "spatial": {"lag1_x": float(ac_map[r, r + 1]), "lag1_y": float(ac_map[r + 1, r]),
                     "max_abs_offcentre": float(np.max(np.abs(off))), "radius": int(r),
@@ -278,6 +279,7 @@ def plot(rep, outdir):
         axes[0].axhspan(-tol, tol, color="0.9")
         axes[0].set_ylabel("mean")
         axes[1].plot(t, pf["std"], ".-")
+        axes[1].axhspan(1 - rep["tolerances"]["per_frame_std"], 1 + rep["tolerances"]["per_frame_std"], color="0.9")
         axes[1].axhline(1, color="k", lw=0.8)
         axes[1].set_ylabel("std")
         axes[2].plot(t, pf["ks_stat"], ".-")

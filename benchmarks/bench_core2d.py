@@ -7,7 +7,7 @@
     python benchmarks/bench_core2d.py --reference PATH      # also time a copy of the public reference
                                                             # particle code (its test.py) on the same flows
 
-Every configuration runs in its own process, so peak memory (ru_maxrss) is its own.
+Every configuration runs in its own process, so peak memory (VmHWM) is its own.
 """
 import argparse
 import json
@@ -23,6 +23,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from core2d.io import peak_memory_mb  # noqa: E402
 
 
 def rotation_flow(H, W, degrees=1.0):
@@ -53,7 +54,7 @@ def worker(cfg):
     from core2d import _taichi
     arch = _taichi.init() if w.backend == "taichi" else "numpy"
     print(json.dumps(dict(cfg, s_per_frame=float(np.median(times)), setup_s=setup, arch=arch,
-                          peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+                          peak_mb=peak_memory_mb())))
 
 
 def stream_worker(cfg):
@@ -70,7 +71,7 @@ def stream_worker(cfg):
         f.write(w.noise.tobytes())
         for t in range(1, T):
             f.write(w.step(flow).tobytes())
-            rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            rss.append(peak_memory_mb())
     assert np.load(path, mmap_mode="r").shape == (T, H, W, C)
     shutil.rmtree(os.path.dirname(path))
     print(json.dumps(dict(cfg, peak_mb=rss[-1], peak_mb_after_5=rss[4])))

@@ -309,3 +309,79 @@ class Mp4Writer:
     def __exit__(self, exc_type, exc, tb):
         self.close(ok=exc_type is None)
         return False
+
+
+class NpyFrames:
+    """A `.npy` array [T, ...] written one frame at a time with plain file writes.
+
+    A memory map would keep every written page resident, so the process's memory would grow
+    with the length of the clip; here only the frame being written is in memory. mode 'w'
+    creates the file (a sparse file of the full size), 'r+' reopens it to resume, 'r' reads
+    frames one at a time.
+    """
+
+    def __init__(self, path, mode="w", dtype=None, shape=None):
+        self.path = os.fspath(path)
+        if mode == "w":
+            with open(self.path, "wb") as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                        "shape": tuple(int(v) for v in shape)})
+                offset = f.tell()
+                f.truncate(offset + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        self._f = open(self.path, "rb" if mode == "r" else "r+b")
+        version = np.lib.format.read_magic(self._f)
+        shape, fortran, dtype = np.lib.format._read_array_header(self._f, version)
+        if fortran:
+            raise ValueError(f"{self.path}: Fortran-ordered arrays are not supported")
+        self.shape, self.dtype, self._offset = tuple(shape), np.dtype(dtype), self._f.tell()
+        self._frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+
+    def __setitem__(self, t, frame):
+        if not 0 <= int(t) < self.shape[0]:
+            raise IndexError(f"frame {t} outside [0, {self.shape[0]})")
+        data = np.ascontiguousarray(frame, self.dtype)
+        if data.shape != self.shape[1:]:
+            raise ValueError(f"frame of shape {data.shape}, expected {self.shape[1:]}")
+        self._f.seek(self._offset + int(t) * self._frame_bytes)
+        self._f.write(data.tobytes())
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, t):
+        if not 0 <= int(t) < self.shape[0]:
+            raise IndexError(f"frame {t} outside [0, {self.shape[0]})")
+        self._f.seek(self._offset + int(t) * self._frame_bytes)
+        data = self._f.read(self._frame_bytes)
+        if len(data) != self._frame_bytes:
+            raise ValueError(f"{self.path}: truncated at frame {t}")
+        return np.frombuffer(data, self.dtype).reshape(self.shape[1:])
+
+    def flush(self):
+        self._f.flush()
+
+    def close(self):
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def peak_memory_mb() -> float:
+    """This process's own peak resident memory in MB (VmHWM; ru_maxrss would include what a
+    forking parent had resident, since Linux carries it over fork and exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

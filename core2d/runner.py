@@ -166,19 +166,18 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
         if prior is not None and os.path.isfile(state_path) and os.path.isfile(partial):
             w = core2d.NoiseWarper.load(state_path)
             done = int(w.frame) + 1
-            noise = np.lib.format.open_memmap(partial, mode="r+")
+            noise = io.NpyFrames(partial, mode="r+")
             if noise.shape != (T,) + out_shape + (C,) or noise.dtype != np_dtype:
                 raise ValueError(f"{partial}: partial output does not match the run's shape; use --force")
         else:
             w = core2d.NoiseWarper(H, W, channels=C, method=method, seed=int(seed), backend=backend,
                                    supersample=int(supersample), latent_factor=F, degrade=alpha,
                                    dtype=dtype, **(warper_options or {}))
-            noise = np.lib.format.open_memmap(partial, mode="w+", dtype=np_dtype, shape=(T,) + out_shape + (C,))
+            noise = io.NpyFrames(partial, mode="w", dtype=np_dtype, shape=(T,) + out_shape + (C,))
         flows_out = None
         if save_flows and T > 1:
-            mode = "r+" if (done and os.path.isfile(flows_partial)) else "w+"
-            flows_out = np.lib.format.open_memmap(flows_partial, mode=mode, dtype=np.float32,
-                                                  shape=(T - 1, H, W, 2))
+            mode = "r+" if (done and os.path.isfile(flows_partial)) else "w"
+            flows_out = io.NpyFrames(flows_partial, mode=mode, dtype=np.float32, shape=(T - 1, H, W, 2))
 
         def emit(t, frame):
             t0 = time.perf_counter()
@@ -248,11 +247,10 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
         if done != T:
             raise ValueError(f"{source.name}: input ended after {done} of {T} frames")
         noise.flush()
-        noise = None  # closes the memory map before the rename
+        noise.close()
         os.replace(partial, final)
         if flows_out is not None:
-            flows_out.flush()
-            flows_out = None
+            flows_out.close()
             os.replace(flows_partial, os.path.join(outdir, "flows.npy"))
         if "mp4" in formats:
             t0 = time.perf_counter()

@@ -206,6 +206,8 @@ class StackSource(Source):
             raise ValueError(f"unknown flow direction {direction!r} (backward or forward)")
         self.direction, self.invert = direction, invert
         self.stack = stack if stack.ndim == 4 else stack[None]
+        if stack.ndim == 4 and stack.flags.c_contiguous:
+            self.stack = io.NpyFrames(self.path, mode="r")   # plain reads: no mapped pages pile up
         self.height, self.width = probe.shape[1:3]
         self.start, self.stop = _frame_range(frames, len(self.stack) + 1)
         self.n_frames = self.stop - self.start
@@ -213,7 +215,7 @@ class StackSource(Source):
     def _flow(self, t):
         t0 = time.perf_counter()
         k = self.start + t - 1  # flow k links input frames k and k+1
-        flow = io.flows_from_stack(np.asarray(self.stack[k:k + 1]), self.layout, self.order, self.negate)[0]
+        flow = io.flows_from_stack(np.asarray(self.stack[k])[None], self.layout, self.order, self.negate)[0]
         flow = check_flow(flow, (self.height, self.width), frame=k, name=f"{self.path}: flow")
         if self.direction == "forward":
             flow = io.backward_from_forward(flow, self.invert)

@@ -179,3 +179,31 @@ def test_memory_does_not_grow_with_length(tmp_path):
         tracemalloc.stop()
     frame_bytes = H * W * 4 * 4
     assert peaks[1] < peaks[0] + 10 * frame_bytes, peaks   # 36 more frames would add 36 frames
+
+
+_RSS_SCRIPT = """
+import sys
+from core2d.cli import main
+rc = main(["warp", sys.argv[1], "-o", sys.argv[2], "-q"])
+# VmHWM: this process's own peak (ru_maxrss would carry over the forking parent's)
+hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+print(rc, hwm)
+"""
+
+
+def test_resident_memory_does_not_grow_with_length(tmp_path):
+    """Peak RSS of a whole `warp` process (file pages included) for 3 and 48 frames of 256²×4."""
+    import subprocess
+    import sys
+
+    peaks = []
+    for n in (3, 48):
+        p = tmp_path / f"f{n}.npy"
+        np.save(p, constant_flows(n - 1, 0.5, 0.25, h=256, w=256))
+        res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(p), str(tmp_path / f"o{n}")],
+                             capture_output=True, text=True, timeout=300)
+        rc, kb = res.stdout.split()[-2:]
+        assert rc == "0", res.stderr[-1000:]
+        peaks.append(int(kb) / 1024)
+    # 45 more frames of output are 45 MB: a run that kept them resident would show it
+    assert peaks[1] < peaks[0] + 15, peaks

@@ -63,7 +63,12 @@ def write_exr(path, image: np.ndarray, names=None, half=False):
 
 
 def read_exr(path) -> dict:
-    """All channels of an EXR's first part as {name: [H, W] float32 array} (rows top-first)."""
+    """All channels of an EXR, every part, as {name: [H, W] float32 array} (rows top-first).
+
+    Blender 5 writes a multilayer EXR as one part per pass (`ViewLayer.Combined`,
+    `ViewLayer.Vector`, ...), so the channels of every part are read; a name that two parts
+    share is prefixed with its part's name.
+    """
     import OpenEXR
 
     path = os.fspath(path)
@@ -71,7 +76,12 @@ def read_exr(path) -> dict:
         raise ValueError(f"{path}: no such file")
     try:
         with OpenEXR.File(path, separate_channels=True) as f:
-            return {name: np.asarray(ch.pixels, np.float32) for name, ch in f.channels().items()}
+            out = {}
+            for part in f.parts:
+                for name, ch in part.channels.items():
+                    key = f"{part.name()}.{name}" if name in out else name
+                    out[key] = np.asarray(ch.pixels, np.float32)
+            return out
     except ValueError:
         raise
     except Exception as exc:  # OpenEXR raises plain Exceptions for corrupt files

@@ -193,3 +193,23 @@ def test_warp_with_occlusions_stays_white(tmp_path):
     n = np.load(tmp_path / "o" / "noise.npy")
     for t in range(4):
         assert_white(n[t], f"frame {t}")
+
+
+def test_blender5_multipart_exr_vector_pass(tmp_path):
+    """Blender 5 writes one part per pass; the Vector pass is in the second part."""
+    import OpenEXR
+
+    h, w = 6, 8
+    vec = np.zeros((h, w, 4), np.float32)
+    vec[..., 0] = -3.0                      # X: previous - current = -3 px: came from the left
+    def header():
+        return {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+
+    combined = {f"ViewLayer.Combined.{c}": np.ones((h, w), np.float32) for c in "RGBA"}
+    vector = {f"ViewLayer.Vector.{c}": np.ascontiguousarray(vec[..., k]) for k, c in enumerate("XYZW")}
+    path = str(tmp_path / "render_0001.exr")
+    with OpenEXR.File([OpenEXR.Part(header(), combined, "ViewLayer.Combined"),
+                       OpenEXR.Part(header(), vector, "ViewLayer.Vector")]) as f:
+        f.write(path)
+    back, fwd = io.vector_pass_to_flows(io.read_vector_exr(path))
+    np.testing.assert_array_equal(back[..., 0], -3.0)   # backward: came from 3 px to the left

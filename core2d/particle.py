@@ -120,7 +120,8 @@ def _kernels():
 
     @ti.kernel
     def footprints(flow: nd(dtype=ti.f32, ndim=3), src: nd(dtype=ti.i32, ndim=1), w: nd(dtype=ti.f32, ndim=1),
-                   dst: nd(dtype=ti.i32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1), nearest: ti.template()):
+                   dst: nd(dtype=ti.i32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1), n: nd(dtype=ti.i32, ndim=1),
+                   nearest: ti.template()):
         H, W = flow.shape[0], flow.shape[1]
         for i, j in ti.ndrange(H, W):
             p = i * W + j
@@ -132,6 +133,7 @@ def _kernels():
                 dst[4 * p + k] = p
                 if c >= 0:
                     s += wk
+                    ti.atomic_add(n[c], 1)              # requests per cell, for the counting sort
             v_out[p] = ti.max(1.0 - s, 0.0)
             if ti.static(not nearest):
                 cx = ti.cast(j, ti.f32) + flow[i, j, 0]
@@ -150,11 +152,13 @@ def step_taichi(x, flow, seed, frame, nearest=False):
     scratch = partition.scratch
     src, w = scratch("particle.src", (4 * N,), np.int32), scratch("particle.w", (4 * N,), np.float32)
     dst, v_out = scratch("particle.dst", (4 * N,), np.int32), scratch("particle.v_out", (N,), np.float32)
-    _kernels()(flow, src, w, dst, v_out, nearest)
+    n = scratch("particle.n", (N,), np.int32)
+    n.fill(0)
+    _kernels()(flow, src, w, dst, v_out, n, nearest)
     dst_start = scratch("particle.dst_start", (N + 1,), np.int32)
     dst_start[:] = np.arange(0, 4 * N + 1, 4, dtype=np.int32)
     y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst, dst_start, v_out,
-                               seed, frame, 0.0)
+                               seed, frame, 0.0, counts=n)
     return y.reshape(H, W, C), {}
 
 

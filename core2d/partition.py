@@ -243,16 +243,35 @@ def _split_kernels():
     @ti.kernel
     def gather(src: nd(dtype=ti.i32, ndim=1), dst_start: nd(dtype=ti.i32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),
                area: nd(dtype=ti.f32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1), y: nd(dtype=ti.f32, ndim=2),
-               seed: ti.u32, frame: ti.u32):
-        C = y.shape[1]
+               seed: ti.u32, frame: ti.u32, C: ti.template()):
+        """Each destination: its pieces summed in order, fresh noise for v_out, unit variance."""
+        P = ti.static((C + 1) // 2)
         for p in range(y.shape[0]):
+            acc = ti.Vector.zero(ti.f32, 2 * P)
             asum = 0.0
             for r in range(dst_start[p], dst_start[p + 1]):
                 if src[r] >= 0:
                     asum += area[r]
-                    for ch in range(C):
-                        y[p, ch] += piece[r, ch]
-            finish_one(y, p, asum, v_out[p], seed, frame, C)
+                    for ch in ti.static(range(C)):
+                        acc[ch] += piece[r, ch]
+            vo = v_out[p]
+            tot = asum + vo
+            if vo > 0 or tot <= 0:
+                key = key_of(seed, frame, ti.u32(rng.FRESH), ti.cast(p, ti.u32), ti.u32(0))
+                sv = ti.sqrt(vo)
+                for k in ti.static(range(P)):
+                    f = gauss_at(key, ti.u32(k))
+                    for e in ti.static(range(2)):
+                        if tot > 0:
+                            acc[2 * k + e] = (acc[2 * k + e] + sv * f[e]) / ti.sqrt(tot)
+                        else:
+                            acc[2 * k + e] = f[e]
+            elif tot != 1.0:
+                st = ti.sqrt(tot)
+                for ch in ti.static(range(C)):
+                    acc[ch] = acc[ch] / st
+            for ch in ti.static(range(C)):
+                y[p, ch] = acc[ch]
 
     _TS = (count, fill, split, gather)
     return _TS
@@ -272,7 +291,7 @@ def scratch(name, shape, dtype):
     return a[:shape[0]]                         # leading rows of a C-contiguous array: contiguous
 
 
-def split_taichi(x, src, w, dst, dst_start, v_out, seed, frame, floor):
+def split_taichi(x, src, w, dst, dst_start, v_out, seed, frame, floor, counts=None):
     """Taichi version of `split_requests` + `finish`, on materialised requests.
 
     src [R] int32 cell of each request (-1: an unused slot), w [R] float32, dst [R] int32 its
@@ -280,12 +299,15 @@ def split_taichi(x, src, w, dst, dst_start, v_out, seed, frame, floor):
     in summation order. Requests are sorted by cell with a counting sort, then one thread per
     cell computes T_c, S_c and every piece of the cell (each normal is drawn once, no float
     atomics); a last pass sums each destination's pieces in order. Returns y [n_dst, C].
+    `counts`: the number of requests of each cell, when the caller counted them already.
     """
     count, fill, split, gather = _split_kernels()
     n_cells, C = x.shape
-    n = scratch("split.n", (n_cells,), np.int32)
-    n.fill(0)
-    count(src, n)
+    n = counts
+    if n is None:
+        n = scratch("split.n", (n_cells,), np.int32)
+        n.fill(0)
+        count(src, n)
     start = scratch("split.start", (n_cells + 1,), np.int32)
     start[0] = 0
     np.cumsum(n, out=start[1:])
@@ -295,6 +317,6 @@ def split_taichi(x, src, w, dst, dst_start, v_out, seed, frame, floor):
     piece = scratch("split.piece", (src.shape[0], C), np.float32)
     area = scratch("split.area", (src.shape[0],), np.float32)
     split(x, w, dst, start, by_cell, piece, area, seed, frame, float(floor), C)
-    y = np.zeros((v_out.shape[0], C), np.float32)
-    gather(src, dst_start, piece, area, v_out, y, seed, frame)
+    y = np.empty((v_out.shape[0], C), np.float32)
+    gather(src, dst_start, piece, area, v_out, y, seed, frame, C)
     return y

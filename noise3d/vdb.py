@@ -1,0 +1,238 @@
+"""Volumes in and out: OpenVDB when the `openvdb` module can be reached, `.npz` otherwise.
+
+There is no `openvdb` on PyPI; the Blender-as-a-module wheel (bpy) bundles one, reached with
+`bpy.utils.expose_bundled_modules()`. bpy is imported only here, lazily, as that route.
+
+Placement: voxel (i, j, k) covers origin + [i, i+1]×[j, j+1]×[k, k+1]·voxel_size in world
+units. OpenVDB puts index (i, j, k) at the voxel *centre*, so the grid transform is
+scale(voxel_size) then translate(origin + voxel_size/2): the volume lands where its domain was.
+"""
+import os
+
+import numpy as np
+
+from core2d.io import atomic_path
+
+_OPENVDB = False  # not looked up yet
+
+
+def openvdb_module():
+    """The `openvdb` module (directly, or through bpy's bundled modules), or None.
+
+    NOISEWARP_NO_OPENVDB=1 forces the .npz fallback.
+    """
+    global _OPENVDB
+    if os.environ.get("NOISEWARP_NO_OPENVDB"):
+        return None
+    if _OPENVDB is not False:
+        return _OPENVDB
+    mod = None
+    try:
+        import openvdb as mod
+    except ImportError:
+        try:
+            import bpy
+
+            bpy.utils.expose_bundled_modules()
+            import openvdb as mod
+        except Exception:
+            mod = None
+    _OPENVDB = mod
+    return mod
+
+
+def _placement(voxel_size, origin):
+    vs = np.broadcast_to(np.asarray(voxel_size, np.float64), (3,)).copy()
+    org = np.broadcast_to(np.asarray(origin, np.float64), (3,)).copy()
+    if not (np.isfinite(vs).all() and (vs > 0).all() and np.isfinite(org).all()):
+        raise ValueError(f"voxel size must be positive and origin finite; got {voxel_size}, {origin}")
+    return vs, org
+
+
+def _transform(vdb, vs, org):
+    t = org + vs / 2
+    m = [[vs[0], 0, 0, 0], [0, vs[1], 0, 0], [0, 0, vs[2], 0], [t[0], t[1], t[2], 1]]
+    return vdb.createLinearTransform(m)
+
+
+def channel_names(name, channels):
+    """Grid names: `name` for one channel, `name_0` … `name_{C-1}` for more."""
+    return [name] if channels == 1 else [f"{name}_{k}" for k in range(channels)]
+
+
+def density_from_noise(noise):
+    """A ready-to-render fog density in [0, 1]: channel 0 mapped from ±3σ."""
+    return np.clip((np.asarray(noise)[..., 0] + 3.0) / 6.0, 0.0, 1.0).astype(np.float32)
+
+
+def write_vdb(path, noise, voxel_size, origin, name="noise", density=None):
+    """Write noise [X, Y, Z] or [X, Y, Z, C] as float grids (and optionally a `density` fog grid).
+
+    density: None, True (derived from channel 0, see density_from_noise) or an [X, Y, Z] array.
+    Without openvdb the data goes to `path` with a .npz suffix. Written atomically.
+    Returns the path actually written.
+    """
+    noise = np.asarray(noise, np.float32)
+    if noise.ndim == 3:
+        noise = noise[..., None]
+    if noise.ndim != 4:
+        raise ValueError(f"noise must be [X, Y, Z] or [X, Y, Z, C]; got shape {noise.shape}")
+    vs, org = _placement(voxel_size, origin)
+    if density is True:
+        density = density_from_noise(noise)
+    elif density is not None and density is not False:
+        density = np.asarray(density, np.float32)
+        if density.shape != noise.shape[:3]:
+            raise ValueError(f"density has shape {density.shape}; expected {noise.shape[:3]}")
+    else:
+        density = None
+    path = os.fspath(path)
+    vdb = openvdb_module()
+    if vdb is None:
+        return write_npz(path, noise, vs, org, name, density)
+    grids = []
+    for k, gname in enumerate(channel_names(name, noise.shape[3])):
+        grids.append(_grid(vdb, vdb.FloatGrid, noise[..., k], gname, vs, org, fog=False))
+        grids[-1]["noisewarp_shape"] = tuple(int(n) for n in noise.shape[:3])
+    if density is not None:
+        grids.append(_grid(vdb, vdb.FloatGrid, density, "density", vs, org, fog=True))
+    with atomic_path(path) as tmp:
+        vdb.write(tmp, grids=grids)
+    return path
+
+
+def write_npz(path, noise, voxel_size, origin, name="noise", density=None):
+    """The .npz form of write_vdb (same arrays, same placement); the suffix becomes .npz."""
+    noise = np.asarray(noise, np.float32)
+    if noise.ndim == 3:
+        noise = noise[..., None]
+    vs, org = _placement(voxel_size, origin)
+    path = os.path.splitext(os.fspath(path))[0] + ".npz"
+    arrays = dict(noise=noise, voxel_size=vs, origin=org, name=np.array(name))
+    if density is True:
+        density = density_from_noise(noise)
+    if density is not None and density is not False:
+        arrays["density"] = np.asarray(density, np.float32)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return path
+
+
+def _grid(vdb, cls, values, name, vs, org, fog):
+    g = cls()
+    g.copyFromArray(np.ascontiguousarray(values))
+    g.name = name
+    g.transform = _transform(vdb, vs, org)
+    if fog:
+        g.gridClass = vdb.GridClass.FOG_VOLUME
+    return g
+
+
+def read_vdb(path, name="noise"):
+    """Read what write_vdb wrote (or any float/vector grid): (noise [X, Y, Z, C], voxel_size [3], origin [3]).
+
+    Several channels are found as `name_0`, `name_1`, …; a vector grid gives 3 channels.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        alt = os.path.splitext(path)[0] + ".npz"
+        if path.endswith(".vdb") and os.path.isfile(alt) and openvdb_module() is None:
+            path = alt
+        else:
+            raise ValueError(f"{path}: no such file")
+    if path.endswith(".npz"):
+        with np.load(path) as z:
+            key = name if name in z.files else ("noise" if "noise" in z.files else name)
+            if key not in z.files:
+                raise ValueError(f"{path}: no array named {name!r} (arrays: {', '.join(z.files)})")
+            data = np.asarray(z[key], np.float32)
+            if data.ndim == 3:
+                data = data[..., None]
+            vs = np.asarray(z["voxel_size"], np.float64) if "voxel_size" in z.files else np.ones(3)
+            org = np.asarray(z["origin"], np.float64) if "origin" in z.files else np.zeros(3)
+        return data, np.broadcast_to(vs, (3,)).copy(), np.broadcast_to(org, (3,)).copy()
+    vdb = openvdb_module()
+    if vdb is None:
+        raise ValueError(f"{path}: reading .vdb needs the openvdb module (install the bpy wheel)")
+    try:
+        grids, _ = vdb.readAll(path)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable OpenVDB file ({exc})") from None
+    by_name = {g.name: g for g in grids}
+    if name in by_name:
+        chosen = [by_name[name]]
+    else:
+        chosen, k = [], 0
+        while f"{name}_{k}" in by_name:
+            chosen.append(by_name[f"{name}_{k}"])
+            k += 1
+        if not chosen:
+            raise ValueError(f"{path}: no grid named {name!r} (grids: {', '.join(sorted(by_name))})")
+    return _grids_to_array(chosen, path)
+
+
+def _grids_to_array(grids, path):
+    g0 = grids[0]
+    meta = dict(g0.metadata)
+    vs = np.asarray(g0.transform.voxelSize(), np.float64)
+    if "noisewarp_shape" in meta:
+        lo = np.zeros(3, np.int64)
+        shape = tuple(int(round(n)) for n in meta["noisewarp_shape"])
+    else:
+        bbox = [g.evalActiveVoxelBoundingBox() for g in grids]
+        lo = np.min([b[0] for b in bbox], axis=0).astype(np.int64)
+        hi = np.max([b[1] for b in bbox], axis=0).astype(np.int64)
+        shape = tuple(int(n) for n in np.maximum(hi - lo + 1, 1))
+    centre = np.asarray(g0.transform.indexToWorld(tuple(int(v) for v in lo)), np.float64)
+    origin = centre - vs / 2
+    chans = []
+    for g in grids:
+        vector = g.valueTypeName.startswith("vec3")
+        arr = np.zeros(shape + ((3,) if vector else ()), np.float32)
+        g.copyToArray(arr, ijk=tuple(int(v) for v in lo))
+        chans.append(arr if vector else arr[..., None])
+    data = np.concatenate(chans, axis=-1)
+    if not np.isfinite(data).all():
+        raise ValueError(f"{path}: grid {g0.name!r} contains NaN/inf values")
+    return data, vs, origin
+
+
+def read_velocity(path, name="velocity"):
+    """A velocity grid [X, Y, Z, 3] with its voxel size and origin, from .vdb, .npz or .npy.
+
+    .npy holds the bare array (voxel size 1, origin 0); .npz may add `voxel_size`, `origin`.
+    """
+    path = os.fspath(path)
+    if path.endswith(".npy"):
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such file")
+        try:
+            vel = np.load(path)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+        vs, org = np.ones(3), np.zeros(3)
+    elif path.endswith(".npz"):
+        vel, vs, org = read_vdb(path, name)
+    elif path.endswith(".vdb"):
+        vel, vs, org = read_vdb(path, name)
+    else:
+        raise ValueError(f"{path}: velocity grids must be .vdb, .npz or .npy")
+    vel = np.asarray(vel, np.float32)
+    if vel.ndim != 4 or vel.shape[-1] != 3:
+        raise ValueError(f"{path}: velocity must be [X, Y, Z, 3]; got shape {vel.shape}")
+    if not np.isfinite(vel).all():
+        raise ValueError(f"{path}: velocity contains NaN/inf values")
+    return vel, vs, org
+
+
+def write_velocity_vdb(path, velocity, voxel_size, origin, name="velocity"):
+    """A Vec3 float grid (e.g. to make test inputs like a smoke cache). Needs openvdb."""
+    vdb = openvdb_module()
+    if vdb is None:
+        raise ValueError("writing a .vdb velocity grid needs the openvdb module (install the bpy wheel)")
+    vs, org = _placement(voxel_size, origin)
+    g = _grid(vdb, vdb.Vec3SGrid, np.asarray(velocity, np.float32), name, vs, org, fog=False)
+    with atomic_path(path) as tmp:
+        vdb.write(tmp, grids=[g])
+    return os.fspath(path)

@@ -91,6 +91,7 @@ def check_flow(flow, spatial_shape, frame=None, name="flow") -> np.ndarray:
     bad = ~np.isfinite(flow).all(axis=-1)
     if bad.any():
         first = tuple(int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(f"{name}{where} has {int(bad.sum())} pixel(s) with NaN/inf values "
+        unit = "pixel" if len(spatial_shape) == 2 else "voxel" if len(spatial_shape) == 3 else "cell"
+        raise ValueError(f"{name}{where} has {int(bad.sum())} {unit}(s) with NaN/inf values "
                          f"(first at index {first})")
     return flow

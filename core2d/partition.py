@@ -13,6 +13,14 @@ sums, which are exact and order-free, so results do not depend on thread count.
 
 Every function works on flat indices (cells and destinations numbered 0..N-1, noise as
 [N, C]), so the 2D and 3D warpers share it unchanged.
+
+Two Taichi strategies compute the same stream (both agree with `split_requests`):
+- `split_taichi` (cell-major): requests are materialised and counting-sorted by cell, each
+  normal is drawn once; fastest, but needs R·C floats of scratch for R requests. The 2D
+  warpers use it.
+- `taichi_funcs` (two passes over destinations with integer atomics): nothing materialised,
+  each normal drawn twice; the 3D warper uses it, where 8 requests per voxel would make the
+  scratch of the cell-major form several GB at 256³.
 """
 import numpy as np
 
@@ -78,6 +86,7 @@ def finish(y, asum, v_out, seed, frame):
 
 # ----------------------------------------------------------------------------- Taichi side
 _TI = None
+_TI_PIECE = []
 
 
 def taichi_funcs():
@@ -93,6 +102,14 @@ def taichi_funcs():
     def q(v):
         x = ti.cast(v, ti.f64) * SCALE
         return ti.cast(x + ti.select(x >= 0, 0.5, -0.5), ti.i64)
+
+    @ti.func
+    def bridge_piece(a, sa, xc, n, S):
+        """a x + sqrt(a) n - a S; the whole cell (a >= 1) is x itself (the bridge is degenerate)."""
+        v = a * xc + sa * n - a * S
+        if a >= 1.0:
+            v = xc
+        return v
 
     @ti.func
     def request(T: ti.template(), U: ti.template(), c, p, w, seed, frame, channels):
@@ -129,10 +146,7 @@ def taichi_funcs():
                     S = ti.cast(U[c, ch], ti.f32) * (1.0 / SCALE) * rs
                     if a0 > 0:
                         S = S + sa0 * g0[e]
-                    piece = a * x[c, ch] + sa * g[e] - a * S
-                    if a >= 1.0:
-                        piece = x[c, ch]
-                    y[p, ch] += piece
+                    y[p, ch] += bridge_piece(a, sa, x[c, ch], g[e], S)
         return a
 
     @ti.func
@@ -155,6 +169,7 @@ def taichi_funcs():
                         y[p, ch] = f[e]
 
     _TI = (request, take, finish_one)
+    _TI_PIECE[:] = [bridge_piece]
     return _TI
 
 
@@ -169,8 +184,8 @@ def _split_kernels():
         return _TS
     import taichi as ti
 
-    _, gauss_pair, _ = rng.taichi_funcs()
-    _, _, finish_one = taichi_funcs()
+    taichi_funcs()
+    bridge_piece = _TI_PIECE[0]
     nd = ti.types.ndarray
 
     @ti.func
@@ -235,10 +250,7 @@ def _split_kernels():
                     sa = ti.sqrt(a)
                     area[r] = a
                     for ch in ti.static(range(C)):
-                        v = a * x[c, ch] + sa * piece[r, ch] - a * S[ch]
-                        if a >= 1.0:
-                            v = x[c, ch]
-                        piece[r, ch] = v
+                        piece[r, ch] = bridge_piece(a, sa, x[c, ch], piece[r, ch], S[ch])
 
     @ti.kernel
     def gather(src: nd(dtype=ti.i32, ndim=1), dst_start: nd(dtype=ti.i32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),

@@ -18,7 +18,7 @@ from .ops import degrade as _degrade
 
 STATE_DIR = ".noisewarp"
 FORMATS = ("npy", "exr", "png", "mp4")
-AUTO_CHECKPOINT_S = 10.0
+AUTO_CHECKPOINT_S = 2.0
 _OCCLUSION_SEED_SALT = 0x6F63636C  # keeps occlusion refresh noise apart from --degrade noise
 
 
@@ -200,17 +200,16 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                     json.dump({"config": config, "done": t + 1, "complete": False}, f, indent=1)
             timings["checkpoint"] += time.perf_counter() - t0
 
-        state_mb = H * W * int(supersample) ** 2 * C * 4 / 2 ** 20
         last_ckpt = [time.perf_counter()]
 
         def due(t):
-            """Checkpoint every N frames; auto (N = 0): every frame while the state is small
-            (<= 16 MB, e.g. 720p×4 channels), else every AUTO_CHECKPOINT_S seconds."""
+            """Checkpoint every N frames; auto (N = 0): every AUTO_CHECKPOINT_S seconds: a 720p×4 state costs ~60 ms to save, too much
+            for every frame, and a resume recomputes the few frames since (same bytes)."""
             if t == T - 1:
                 return True
             if int(checkpoint_every) > 0:
                 return (t + 1) % int(checkpoint_every) == 0
-            if state_mb <= 16 or time.perf_counter() - last_ckpt[0] >= AUTO_CHECKPOINT_S:
+            if time.perf_counter() - last_ckpt[0] >= AUTO_CHECKPOINT_S:
                 last_ckpt[0] = time.perf_counter()
                 return True
             return False
@@ -242,6 +241,10 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                 bar.update(1)
                 if interrupt_after and done >= interrupt_after and done < T:
                     raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if done > 0:
+                checkpoint(done - 1)    # Ctrl-C loses nothing: every complete frame is kept
+            raise
         finally:
             bar.close()
         if done != T:

@@ -341,7 +341,12 @@ class NpyFrames:
                 f.truncate(offset + int(np.prod(shape)) * np.dtype(dtype).itemsize)
         self._f = open(self.path, "rb" if mode == "r" else "r+b")
         version = np.lib.format.read_magic(self._f)
-        shape, fortran, dtype = np.lib.format._read_array_header(self._f, version)
+        if version not in ((1, 0), (2, 0)):
+            self._f.close()
+            raise ValueError(f"{self.path}: .npy format version {version} is not supported (1.0 or 2.0)")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(self._f)
         if fortran:
             raise ValueError(f"{self.path}: Fortran-ordered arrays are not supported")
         self.shape, self.dtype, self._offset = tuple(shape), np.dtype(dtype), self._f.tell()

@@ -1,6 +1,7 @@
-"""One place that initialises Taichi: CUDA when present, else CPU; never ti.gpu.
+"""One place that initialises Taichi: CUDA when present, else CPU; never the generic GPU arch.
 
-`ti.gpu` probes OpenGL first, which segfaults on machines without a GPU (Mesa), so the
+Taichi's generic GPU arch probes OpenGL first, which segfaults on machines without a GPU
+(Mesa), so the
 CUDA backend is asked for explicitly; Taichi falls back to CPU by itself when CUDA is absent.
 Environment:
   NOISEWARP_TI_ARCH     cuda (default) | cpu

@@ -1,7 +1,8 @@
 """Volumes in and out: OpenVDB when the `openvdb` module can be reached, `.npz` otherwise.
 
-There is no `openvdb` on PyPI; the Blender-as-a-module wheel (bpy) bundles one, reached with
-`bpy.utils.expose_bundled_modules()`. bpy is imported only here, lazily, as that route.
+There is no `openvdb` on PyPI; the Blender-as-a-module wheel (bpy) bundles one. It is found
+next to the installed bpy package without importing bpy (inside Blender, through Blender's own
+`bpy.utils.expose_bundled_modules()`).
 
 Placement: voxel (i, j, k) covers origin + [i, i+1]×[j, j+1]×[k, k+1]·voxel_size in world
 units. OpenVDB puts index (i, j, k) at the voxel *centre*, so the grid transform is
@@ -31,14 +32,35 @@ def openvdb_module():
         import openvdb as mod
     except ImportError:
         try:
-            import bpy
-
-            bpy.utils.expose_bundled_modules()
+            _expose_blender_openvdb()
             import openvdb as mod
         except Exception:
             mod = None
     _OPENVDB = mod
     return mod
+
+
+def _expose_blender_openvdb():
+    """Make Blender's bundled `openvdb` importable without importing Blender here: inside
+    Blender, through its own `bpy.utils.expose_bundled_modules()`; elsewhere, by putting the
+    `bpy` wheel's bundled site-packages on sys.path (found by file, so the 1 GB module is
+    never loaded just to write a VDB)."""
+    import glob
+    import importlib.util
+    import sys
+
+    blender = sys.modules.get("bpy")
+    if blender is not None and hasattr(getattr(blender, "utils", None), "expose_bundled_modules"):
+        blender.utils.expose_bundled_modules()
+        return
+    spec = importlib.util.find_spec("bpy")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for so in sorted(glob.glob(os.path.join(folder, "*", "python", "lib", "python3*", "site-packages",
+                                                "openvdb*"))):
+            site = os.path.dirname(so)
+            if site not in sys.path:
+                sys.path.append(site)
+            return
 
 
 def _placement(voxel_size, origin):

@@ -1,8 +1,8 @@
 """One place that initialises Taichi: CUDA when present, else CPU; never the generic GPU arch.
 
 Taichi's generic GPU arch probes OpenGL first, which segfaults on machines without a GPU
-(Mesa), so the
-CUDA backend is asked for explicitly; Taichi falls back to CPU by itself when CUDA is absent.
+(Mesa), so the CUDA backend is asked for explicitly; Taichi falls back to CPU by itself when
+CUDA is absent.
 Environment:
   NOISEWARP_TI_ARCH     cuda (default) | cpu
   NOISEWARP_THREADS     CPU thread count (results do not depend on it)

@@ -216,7 +216,17 @@ def _split_kernels():
         P = ti.static((C + 1) // 2)
         for c in range(x.shape[0]):
             s0, s1 = start[c], start[c + 1]
-            if s1 > s0:
+            whole = False
+            if s1 - s0 == 1:                          # one requester taking all of the cell
+                r = by_cell[s0]                       # (static regions): piece = x, no draws
+                Tc = ti.cast(q(w[r]), ti.f32) * (1.0 / SCALE)
+                a = w[r] / ti.max(Tc, floor)
+                if a >= 1.0:
+                    whole = True
+                    area[r] = a
+                    for ch in ti.static(range(C)):
+                        piece[r, ch] = x[c, ch]
+            if s1 > s0 and not whole:
                 T = ti.i64(0)
                 U = ti.Vector.zero(ti.i64, 2 * P)
                 for t in range(s0, s1):               # T_c and the bridge's Σ sqrt(w) n: exact fixed point

@@ -88,6 +88,8 @@ def check_flow(flow, spatial_shape, frame=None, name="flow") -> np.ndarray:
     if tuple(flow.shape) != expected:
         raise ValueError(f"{name}{where} has shape {tuple(flow.shape)}; expected {expected}")
     flow = np.ascontiguousarray(flow, np.float32)
+    if np.isfinite(flow.sum(dtype=np.float64)):   # one fast reduction; NaN/inf would propagate
+        return flow
     bad = ~np.isfinite(flow).all(axis=-1)
     if bad.any():
         first = tuple(int(v) for v in np.argwhere(bad)[0])

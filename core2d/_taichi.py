@@ -11,12 +11,19 @@ Environment:
 from __future__ import annotations
 
 import os
+import threading
 
 _ARCH = None
+_LOCK = threading.Lock()
 
 
 def init():
-    """Initialise Taichi once; return the arch name actually in use ('cuda' or 'x64'/'arm64')."""
+    """Initialise Taichi once (thread-safe); return the arch in use ('cuda' or 'x64'/'arm64')."""
+    with _LOCK:
+        return _init()
+
+
+def _init():
     global _ARCH
     if _ARCH is not None:
         return _ARCH

@@ -7,6 +7,7 @@ computed into new arrays before the state is replaced.
 """
 import json
 import os
+import threading
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from .ops import check_flow, degrade, pool, upsample_flow
 METHODS = ("particle", "grid", "upsample", "gp", "nearest", "bilinear", "fixed", "resample")
 BACKENDS = ("auto", "taichi", "numpy")
 DTYPES = ("float32", "float16")
+_TAICHI_LOCK = threading.Lock()  # Taichi launches and the shared scratch buffers: one step at a time
 _OPTIONS = ("supersample", "latent_factor", "degrade", "dtype", "upsample_k", "gp_features",
             "gp_lengthscale", "holes", "max_span", "footprint")
 FOOTPRINTS = ("unit", "jacobian")
@@ -58,6 +60,10 @@ class NoiseWarper:
       footprint     particle: 'unit' (the paper's unit square) or 'jacobian' (a box with the
                     local Jacobian's area and aspect: under minification it integrates every cell
                     the pixel covers instead of sampling one; robust to folds like the unit square).
+
+    Threads: Taichi compiles on the thread that initialised it, so use one thread for the
+    'taichi' backend (steps are serialised by a lock) and processes for parallel jobs (the
+    CLI's `batch` uses Ray workers); the 'numpy' backend has no such limit.
     """
 
     def __init__(self, height, width, channels=4, method="particle", seed=0, backend="auto", *,
@@ -131,7 +137,11 @@ class NoiseWarper:
         if direction == "forward":
             flow = invert_flow(flow, holes=self.holes)
         flow = np.ascontiguousarray(upsample_flow(flow, self.supersample))
-        state, stats = self._advance(flow, self.frame + 1)
+        if self.backend == "taichi":
+            with _TAICHI_LOCK:
+                state, stats = self._advance(flow, self.frame + 1)
+        else:
+            state, stats = self._advance(flow, self.frame + 1)
         self._state, self.frame, self.last_stats = state, self.frame + 1, stats
         self._noise = self._output()
         return self._noise

@@ -46,6 +46,8 @@ def register(subparsers):
     p.add_argument("--voxel-size", type=float, default=1.0, help="world size of a voxel of .npy velocity grids")
     p.add_argument("--start", type=int, default=1, help="number of the first output file")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run with the same options (same bytes as one run)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -125,9 +127,12 @@ def run(args):
     os.makedirs(args.output, exist_ok=True)
     numbers = range(args.start, args.start + len(files))
     existing = [p for p in (_frame_path(args.output, args.name, n, ext) for n in numbers) if os.path.exists(p)]
-    if existing and not args.force:
+    if args.resume and args.force:
+        raise ValueError("--resume and --force exclude each other")
+    if existing and not (args.force or args.resume):
         raise ValueError(f"{existing[0]} exists ({len(existing)} output file(s) in the way); "
-                         "use --force to overwrite")
+                         "use --force to overwrite or --resume to continue")
+    state_path = os.path.join(args.output, ".noisewarp", "volume_state.npz")
 
     if kind == "mesh":
         meshes = [load_mesh(f) for f in files]
@@ -174,8 +179,7 @@ def run(args):
             # semi-Lagrangian backtrace with the velocity of the new frame
             return np.ascontiguousarray(-v * np.float32(step / vs), np.float32)
 
-    warper = VolumeWarper(shape, channels=args.channels, method=args.method, seed=args.seed,
-                          backend=args.backend, factor=args.factor)
+    warper = None
 
     def write(number, noise):
         path = _frame_path(args.output, args.name, number, ext)
@@ -191,20 +195,49 @@ def run(args):
                 grid_names=vdbio.channel_names(args.name, args.channels) + (["density"] if args.density else []))
     from core2d.io import atomic_path
 
-    with atomic_path(os.path.join(args.output, "volume.json")) as tmp:
+    meta_path = os.path.join(args.output, "volume.json")
+    if args.resume:
+        try:
+            with open(meta_path) as f:
+                prior = json.load(f)
+        except (OSError, ValueError):
+            raise ValueError(f"{args.output}: nothing to resume (no readable volume.json)") from None
+        diff = sorted(k for k in meta if prior.get(k) != meta[k])
+        if diff:
+            raise ValueError(f"{args.output}: cannot resume: options differ from the interrupted run "
+                             f"({', '.join(diff)})")
+        if os.path.isfile(state_path):
+            warper = VolumeWarper.load(state_path, backend=args.backend)
+        elif len(existing) == len(files):
+            if not args.quiet:
+                print(f"noisewarp: {args.output} is already complete ({len(files)} frames)", file=sys.stderr)
+            return 0
+    if warper is None:
+        warper = VolumeWarper(shape, channels=args.channels, method=args.method, seed=args.seed,
+                              backend=args.backend, factor=args.factor)
+    with atomic_path(meta_path) as tmp:
         with open(tmp, "w") as f:
             json.dump(meta, f, indent=2)
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(files), desc="volume", unit="frame", file=sys.stderr, disable=args.quiet)
-    write(args.start, warper.noise)
-    bar.update(1)
-    for t in range(1, len(files)):
+    interrupt_after = int(os.environ.get("NOISEWARP_INTERRUPT_AFTER", "0") or 0)  # test hook
+    os.makedirs(os.path.dirname(state_path), exist_ok=True)
+    done = warper.frame                           # frames 0..done are written (or about to be)
+    bar = tqdm(total=len(files), initial=done, desc="volume", unit="frame", file=sys.stderr, disable=args.quiet)
+    if done == 0:
+        write(args.start, warper.noise)
+        warper.save(state_path)
+        bar.update(1)
+    for t in range(done + 1, len(files)):
         warper.step(backward(t))
         write(args.start + t, warper.noise)
+        warper.save(state_path)                   # after the frame: a resume starts at t + 1
         bar.update(1)
+        if interrupt_after and t + 1 >= interrupt_after and t + 1 < len(files):
+            raise KeyboardInterrupt
     bar.close()
+    os.remove(state_path)
     if not args.quiet:
         print(f"wrote {len(files)} frames {shape} ({fmt}) to {args.output}", file=sys.stderr)
     return 0

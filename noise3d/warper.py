@@ -12,6 +12,9 @@ Requests are ordered destination-major, then by corner (dx, dy, dz) with dz fast
 NumPy reference and the Taichi kernels use that same order and the same counter-based RNG,
 so they agree to float tolerance and each is bit-reproducible whatever the thread count.
 """
+import json
+import os
+
 import numpy as np
 
 from core2d import ops, partition, rng
@@ -179,6 +182,7 @@ class VolumeWarper:
         self.method = method
         self.factor = factor
         self.backend = _resolve_backend(backend)
+        self._user_seed = int(seed)
         self.seed = rng.seed_key(seed)
         self.frame = 0
         self._buffers = None
@@ -204,6 +208,29 @@ class VolumeWarper:
     def state(self) -> np.ndarray:
         """The internal noise, [sX, sY, sZ, C] (equal to `noise` for method='particle')."""
         return self._state
+
+    def save(self, path):
+        """Write the state and what made it to an .npz, atomically; `load` resumes exactly."""
+        from core2d.io import atomic_path
+
+        config = dict(shape=list(self.shape), channels=self.channels, method=self.method,
+                      seed=self._user_seed, factor=self.factor, frame=self.frame)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, config=json.dumps(config), state=self._state)
+
+    @classmethod
+    def load(cls, path, backend="auto"):
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                config, state = json.loads(str(d["config"])), d["state"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
+        frame = config.pop("frame")
+        v = cls(**config, backend=backend, noise=state)
+        v.frame = int(frame)
+        return v
 
     def backward_flow(self, flow, direction="backward"):
         """Validate a flow [X, Y, Z, 3] (voxels) and return the backward flow the step uses."""

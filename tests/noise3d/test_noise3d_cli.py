@@ -119,3 +119,42 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert rc == 2 and "NaN" in err
     rc, err = run(["volume", str(nan), "-o", str(tmp_path / "o"), "--resolution", "1"], capsys)
     assert rc == 2 and "--resolution" in err
+
+
+def test_resume_after_interrupt_gives_identical_files(tmp_path, capsys, monkeypatch):
+    make_mesh_frames(tmp_path / "meshes", 5)
+    args = ["volume", str(tmp_path / "meshes"), "--resolution", "16", "--channels", "2",
+            "--format", "npz", "--method", "supersample", "-q"]
+    rc, err = run(args + ["-o", str(tmp_path / "full")], capsys)
+    assert rc == 0, err
+    part = tmp_path / "part"
+    monkeypatch.setenv("NOISEWARP_INTERRUPT_AFTER", "3")
+    rc, err = run(args + ["-o", str(part)], capsys)
+    assert rc == 130
+    assert sorted(p.name for p in part.glob("noise_*.npz")) == ["noise_0001.npz", "noise_0002.npz", "noise_0003.npz"]
+    monkeypatch.delenv("NOISEWARP_INTERRUPT_AFTER")
+    rc, err = run(args + ["-o", str(part)], capsys)
+    assert rc == 2 and "--resume" in err                 # not overwritten without --resume/--force
+    rc, err = run(args + ["-o", str(part), "--resume"], capsys)
+    assert rc == 0, err
+    for k in range(1, 6):
+        a = np.load(tmp_path / "full" / f"noise_{k:04d}.npz")
+        b = np.load(part / f"noise_{k:04d}.npz")
+        assert sorted(a.files) == sorted(b.files)
+        for name in a.files:
+            assert np.array_equal(a[name], b[name]), (k, name)
+    assert not (part / ".noisewarp" / "volume_state.npz").exists()
+    rc, err = run(args + ["-o", str(part), "--resume"], capsys)   # complete: nothing to do
+    assert rc == 0
+    rc, err = run(args[:-1] + ["--seed", "3", "-q", "-o", str(part), "--resume"], capsys)
+    assert rc == 2 and "options differ" in err
+
+
+def test_volume_warper_save_load(tmp_path):
+    v = noise3d.VolumeWarper((8, 9, 10), channels=2, method="supersample", seed=4, backend="taichi")
+    flow = np.full((8, 9, 10, 3), 0.3, np.float32)
+    v.step(flow)
+    v.save(tmp_path / "s.npz")
+    w = noise3d.VolumeWarper.load(tmp_path / "s.npz", backend="taichi")
+    assert w.frame == 1
+    assert np.array_equal(v.step(flow), w.step(flow))

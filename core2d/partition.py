@@ -86,7 +86,7 @@ def finish(y, asum, v_out, seed, frame):
 
 # ----------------------------------------------------------------------------- Taichi side
 _TI = None
-_TI_PIECE = []
+_TI_PIECE = []  # (bridge_piece, q): shared by both strategies
 
 
 def taichi_funcs():
@@ -169,7 +169,7 @@ def taichi_funcs():
                         y[p, ch] = f[e]
 
     _TI = (request, take, finish_one)
-    _TI_PIECE[:] = [bridge_piece]
+    _TI_PIECE[:] = [bridge_piece, q]
     return _TI
 
 
@@ -185,13 +185,8 @@ def _split_kernels():
     import taichi as ti
 
     taichi_funcs()
-    bridge_piece = _TI_PIECE[0]
+    bridge_piece, q = _TI_PIECE
     nd = ti.types.ndarray
-
-    @ti.func
-    def q(v):
-        x = ti.cast(v, ti.f64) * SCALE
-        return ti.cast(x + ti.select(x >= 0, 0.5, -0.5), ti.i64)
 
     @ti.kernel
     def count(src: nd(dtype=ti.i32, ndim=1), n: nd(dtype=ti.i32, ndim=1)):

@@ -260,14 +260,10 @@ def _kernels():
 
     @ti.kernel
     def count(P: nd(dtype=ti.f32, ndim=3), n: nd(dtype=ti.i32, ndim=1), H: ti.i32, W: ti.i32):
+        """Slots per pixel: the in-frame cells of its bounding box (no overlap computed yet)."""
         for p in range(H * W):
             i0, i1, j0, j1 = bbox(P, p, H, W)
-            k = 0
-            for ci in range(i0, i1 + 1):
-                for cj in range(j0, j1 + 1):
-                    if overlap(P, p, ti.cast(cj, ti.f32), ti.cast(ci, ti.f32)) > MIN_PIECE:
-                        k += 1
-            n[p] = k
+            n[p] = ti.max(i1 - i0 + 1, 0) * ti.max(j1 - j0 + 1, 0)
 
     @ti.kernel
     def fill(P: nd(dtype=ti.f32, ndim=3), start: nd(dtype=ti.i32, ndim=1), area: nd(dtype=ti.f32, ndim=1),
@@ -280,12 +276,13 @@ def _kernels():
             for ci in range(i0, i1 + 1):
                 for cj in range(j0, j1 + 1):
                     A = overlap(P, p, ti.cast(cj, ti.f32), ti.cast(ci, ti.f32))
+                    src[r] = -1                         # an empty slot: no overlap
                     if A > MIN_PIECE:
                         src[r] = ci * W + cj
-                        w[r] = A
-                        dst[r] = p
                         a_in += A
-                        r += 1
+                    w[r] = A
+                    dst[r] = p
+                    r += 1
             v_out[p] = ti.max(area[p] - a_in, 0.0)
 
     @ti.kernel
@@ -337,7 +334,8 @@ def _kernels():
 
 
 def step_taichi(x, flow, seed, frame, max_span=MAX_SPAN, footprint="quad"):
-    """Exact overlaps materialised as requests (count, prefix sum, fill), then the shared split."""
+    """Exact overlaps materialised as requests, one slot per cell of each pixel's bounding box
+    (empty slots are skipped), then the shared split: the overlaps are computed once."""
     H, W, C = x.shape
     N = H * W
     count, fill, build = _kernels()

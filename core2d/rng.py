@@ -187,7 +187,7 @@ def uniform(seed: int, frame: int, stream: int, a, b, pair) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- Taichi side
 def taichi_funcs():
-    """The same hash and Box-Muller as Taichi functions (built lazily: Taichi is optional to import)."""
+    """The same hash and ziggurat as Taichi functions (built lazily: Taichi is optional to import)."""
     global _TI_FUNCS
     if _TI_FUNCS is not None:
         return _TI_FUNCS

@@ -174,6 +174,20 @@ def _camera_matrix(scene, depsgraph, width, height):
     return np.array(proj, np.float64) @ np.array(view, np.float64)
 
 
+def mesh_arrays(evaluated):
+    """Local vertex positions [n, 3] float32 and triangles [m, 3] int32 of an evaluated object."""
+    mesh = evaluated.to_mesh()
+    try:
+        co = np.empty(len(mesh.vertices) * 3, np.float32)
+        mesh.vertices.foreach_get("co", co)
+        mesh.calc_loop_triangles()
+        tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+        mesh.loop_triangles.foreach_get("vertices", tris)
+    finally:
+        evaluated.to_mesh_clear()
+    return co.reshape(-1, 3), tris.reshape(-1, 3)
+
+
 def mesh_snapshot(scene, depsgraph, width, height, objects=None):
     """{key: (clip coords [N, 4], triangles [T, 3])} of the visible evaluated meshes."""
     world_to_clip = _camera_matrix(scene, depsgraph, width, height)
@@ -186,19 +200,10 @@ def mesh_snapshot(scene, depsgraph, width, height, objects=None):
         if names is not None and obj.original.name not in names:
             continue
         key = (obj.original.name, tuple(inst.persistent_id) if inst.is_instance else ())
-        mesh = obj.to_mesh()
-        try:
-            n = len(mesh.vertices)
-            co = np.empty(n * 3, np.float32)
-            mesh.vertices.foreach_get("co", co)
-            mesh.calc_loop_triangles()
-            tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
-            mesh.loop_triangles.foreach_get("vertices", tris)
-        finally:
-            obj.to_mesh_clear()
+        co, tris = mesh_arrays(obj)
         m = world_to_clip @ np.array(inst.matrix_world, np.float64)
-        hom = np.concatenate([co.reshape(-1, 3).astype(np.float64), np.ones((n, 1))], axis=1)
-        snap[key] = (hom @ m.T, tris.reshape(-1, 3))
+        hom = np.concatenate([co.astype(np.float64), np.ones((len(co), 1))], axis=1)
+        snap[key] = (hom @ m.T, tris)
     return snap
 
 

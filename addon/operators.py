@@ -168,11 +168,4 @@ class NOISE_WARP_OT_bake_volume(_ModalBake, bpy.types.Operator):
 classes = (NOISE_WARP_OT_bake_texture, NOISE_WARP_OT_bake_volume)
 
 
-def register():
-    for c in classes:
-        bpy.utils.register_class(c)
-
-
-def unregister():
-    for c in reversed(classes):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(classes)

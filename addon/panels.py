@@ -85,11 +85,4 @@ classes = (NOISE_WARP_PT_output, NOISE_WARP_PT_output_volume, NOISE_WARP_PT_view
            NOISE_WARP_PT_view3d_volume)
 
 
-def register():
-    for c in classes:
-        bpy.utils.register_class(c)
-
-
-def unregister():
-    for c in reversed(classes):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -12,7 +12,7 @@ import numpy as np
 
 import bpy
 
-from .motion import BakeError, unbaked_simulations
+from .motion import BakeError, mesh_arrays, unbaked_simulations
 
 VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "frame_end": "frame_end", "domain": "domain",
@@ -41,19 +41,10 @@ def collection_meshes(collection, depsgraph):
         if obj.type != "MESH":
             continue
         ev = obj.evaluated_get(depsgraph)
-        mesh = ev.to_mesh()
-        try:
-            n = len(mesh.vertices)
-            co = np.empty(n * 3, np.float32)
-            mesh.vertices.foreach_get("co", co)
-            mesh.calc_loop_triangles()
-            tris = np.empty(len(mesh.loop_triangles) * 3, np.int64)
-            mesh.loop_triangles.foreach_get("vertices", tris)
-        finally:
-            ev.to_mesh_clear()
+        co, tris = mesh_arrays(ev)
         m = np.array(ev.matrix_world, np.float64)
-        v = co.reshape(-1, 3).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
-        out.append((obj.name, v, tris.reshape(-1, 3)))
+        v = co.astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+        out.append((obj.name, v, tris.astype(np.int64)))
     return out
 
 

@@ -145,6 +145,17 @@ def _kernels():
     return _K
 
 
+_STARTS = {}
+
+
+def _slot_starts(N):
+    """0, 4, 8, ..., 4N: where each pixel's 4 fixed request slots begin (built once per size)."""
+    if N not in _STARTS:
+        _STARTS.clear()
+        _STARTS[N] = np.arange(0, 4 * N + 1, 4, dtype=np.int32)
+    return _STARTS[N]
+
+
 def step_taichi(x, flow, seed, frame, nearest=False):
     """Fast path: the same requests and stream as `step_numpy` (4 fixed slots per pixel)."""
     H, W, C = x.shape
@@ -155,8 +166,7 @@ def step_taichi(x, flow, seed, frame, nearest=False):
     n = scratch("particle.n", (N,), np.int32)
     n.fill(0)
     _kernels()(flow, src, w, dst, v_out, n, nearest)
-    dst_start = scratch("particle.dst_start", (N + 1,), np.int32)
-    dst_start[:] = np.arange(0, 4 * N + 1, 4, dtype=np.int32)
+    dst_start = _slot_starts(N)
     y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst, dst_start, v_out,
                                seed, frame, 0.0, counts=n)
     return y.reshape(H, W, C), {}

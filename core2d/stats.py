@@ -16,14 +16,19 @@ HIST_EDGES = np.linspace(-5, 5, 101)
 KS_SAMPLE = 20000
 
 
-def _check_noise(path):
+def _open_npy(path):
+    """A read-only memory map of a .npy file, or one clear ValueError naming it."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     try:
-        noise = np.load(path, mmap_mode="r")
+        return path, np.load(path, mmap_mode="r")
     except Exception as exc:
         raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+
+
+def _check_noise(path):
+    path, noise = _open_npy(path)
     if not isinstance(noise, np.ndarray) or noise.ndim != 4 or noise.dtype.kind != "f":
         raise ValueError(f"{path}: expected a float noise stack [T, H, W, C], got "
                          f"{getattr(noise, 'shape', '?')} {getattr(noise, 'dtype', '')}")
@@ -32,13 +37,7 @@ def _check_noise(path):
 
 def _check_flows(path, noise_shape):
     """Backward flows [T-1, H·F, W·F, 2] -> a memory map and the factor F down to the noise grid."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file")
-    try:
-        flows = np.load(path, mmap_mode="r")
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+    path, flows = _open_npy(path)
     T, h, w = noise_shape[:3]
     if flows.ndim != 4 or flows.shape[-1] != 2 or flows.shape[0] != T - 1:
         raise ValueError(f"{path}: flows must be [T-1, H, W, 2] = [{T - 1}, ..., 2] (backward, "

@@ -9,6 +9,9 @@ _modules = (properties, operators, panels)
 
 
 def register():
+    from .fluid import repair_mantaflow
+
+    repair_mantaflow()   # lets fluid caches bake in the bpy module; a no-op in Blender itself
     for m in _modules:
         m.register()
 

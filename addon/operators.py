@@ -134,7 +134,8 @@ class NOISE_WARP_OT_bake_texture(_ModalBake, bpy.types.Operator):
 VOLUME_PROPS = {"directory": "directory", "frame_start": "frame_start", "frame_end": "frame_end",
                 "domain": "domain", "source_collection": "source_collection",
                 "resolution": "resolution", "channels": "channels", "seed": "seed",
-                "motion": "motion", "write_density": "write_density", "overwrite": "overwrite"}
+                "motion": "motion", "write_density": "write_density", "overwrite": "overwrite",
+                "smoke_domain": "smoke_domain"}
 
 
 class NOISE_WARP_OT_bake_volume(_ModalBake, bpy.types.Operator):
@@ -153,6 +154,8 @@ class NOISE_WARP_OT_bake_volume(_ModalBake, bpy.types.Operator):
     channels: IntProperty(name="Channels", default=1, min=1, max=16)
     seed: IntProperty(name="Seed", default=0, min=0)
     motion: EnumProperty(name="Motion", items=VOLUME_MOTION_ITEMS, default="MESH")
+    smoke_domain: StringProperty(name="Smoke Domain",
+                                 description="Name of the baked fluid domain (motion 'SMOKE')")
     write_density: BoolProperty(name="Density Grid", default=True)
     overwrite: BoolProperty(name="Overwrite", default=False)
 

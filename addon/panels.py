@@ -28,9 +28,12 @@ def _draw_texture(layout, s):
 def _draw_volume(layout, s):
     col = layout.column()
     col.prop(s, "volume_directory")
-    col.prop(s, "domain")
-    col.prop(s, "source_collection")
     col.prop(s, "volume_motion")
+    col.prop(s, "domain")
+    if s.volume_motion == 'SMOKE':
+        col.prop(s, "smoke_domain")
+    else:
+        col.prop(s, "source_collection")
     row = col.row(align=True)
     row.prop(s, "resolution")
     row.prop(s, "volume_channels")

@@ -24,6 +24,7 @@ MOTION_ITEMS = [
 ]
 VOLUME_MOTION_ITEMS = [
     ("MESH", "Meshes", "Motion of the evaluated meshes in the source collection"),
+    ("SMOKE", "Smoke", "Velocity of a baked smoke simulation (the fluid domain's OpenVDB cache)"),
 ]
 PREVIEW_ITEMS = [
     ("MATERIAL", "Material", "Create a screen-space preview material reading the sequence"),
@@ -35,7 +36,7 @@ TEXTURE_KEYS = ("directory", "frame_start", "frame_end", "channels", "method", "
                 "latent_factor", "supersample", "motion", "half", "overwrite", "preview")
 VOLUME_KEYS = ("volume_directory", "frame_start", "frame_end", "domain", "source_collection",
                "resolution", "volume_channels", "seed", "volume_motion", "write_density",
-               "overwrite")
+               "overwrite", "smoke_domain")
 
 
 class NoiseWarpSettings(bpy.types.PropertyGroup):
@@ -72,6 +73,12 @@ class NoiseWarpSettings(bpy.types.PropertyGroup):
                             description="Voxels along the domain's longest side")
     volume_channels: IntProperty(name="Channels", default=1, min=1, max=16)
     volume_motion: EnumProperty(name="Motion", items=VOLUME_MOTION_ITEMS, default="MESH")
+    smoke_domain: PointerProperty(name="Smoke Domain", type=bpy.types.Object,
+                                  poll=lambda self, obj: any(
+                                      m.type == 'FLUID' and m.fluid_type == 'DOMAIN'
+                                      for m in obj.modifiers),
+                                  description="Fluid domain whose baked cache moves the noise "
+                                              "(also the volume's bounds when Domain is empty)")
     write_density: BoolProperty(name="Density Grid", default=True,
                                 description="Also write a ready-to-render fog grid 'density'")
 

@@ -1,9 +1,11 @@
-"""Volume bake: warped 3D noise in a box, moved by the evaluated meshes of a collection.
+"""Volume bake: warped 3D noise in a box, moved by meshes or by a smoke simulation.
 
-Motion: noise3d.mesh_motion_field on the meshes of two consecutive frames (deforming,
-skinned, shape keys, baked simulations: whatever the depsgraph evaluates), as the backward
-flow on the later frame's voxel grid. Output: DIR/noise_####.vdb (float grid `noise`, and a
-fog grid `density` when asked) and a Volume object bound to the sequence.
+Motion 'MESH': noise3d.mesh_motion_field on the evaluated meshes of a collection at two
+consecutive frames (deforming, skinned, shape keys, baked simulations: whatever the depsgraph
+evaluates). Motion 'SMOKE': the velocity grids of a baked fluid domain's cache (fluid.py).
+Either gives the backward flow on the later frame's voxel grid. Output: DIR/noise_####.vdb
+(float grid `noise`, and a fog grid `density` when asked) and a Volume object bound to the
+sequence.
 """
 import os
 import time
@@ -18,7 +20,8 @@ VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "frame_end": "frame_end", "domain": "domain",
                "source_collection": "source_collection", "resolution": "resolution",
                "channels": "volume_channels", "seed": "seed", "motion": "volume_motion",
-               "write_density": "write_density", "overwrite": "overwrite"}
+               "write_density": "write_density", "overwrite": "overwrite",
+               "smoke_domain": "smoke_domain"}
 
 
 def domain_grid(obj, resolution):
@@ -48,6 +51,72 @@ def collection_meshes(collection, depsgraph):
     return out
 
 
+class MeshSource:
+    """Motion of the evaluated meshes in a collection (noise3d.mesh_motion_field)."""
+
+    def __init__(self, scene, collection):
+        if collection is None:
+            raise BakeError("no source collection: give the collection of moving meshes")
+        if not any(o.type == "MESH" for o in collection.all_objects):
+            raise BakeError(f"the collection '{collection.name}' holds no mesh objects")
+        self.scene, self.collection, self.name = scene, collection, collection.name
+        self._prev = None
+
+    def meshes(self, frame):
+        self.scene.frame_set(frame)
+        return collection_meshes(self.collection, bpy.context.evaluated_depsgraph_get())
+
+    def prescan(self, start, end):
+        """Topology and motion over the whole range before anything is written."""
+        prev, moved = None, False
+        for f in range(start, end + 1):
+            cur = self.meshes(f)
+            if prev is not None:
+                if [m[0] for m in cur] != [m[0] for m in prev]:
+                    raise BakeError(f"the meshes in '{self.name}' change between "
+                                    f"frames {f - 1} and {f}")
+                for (name, v0, t0), (_, v1, t1) in zip(prev, cur):
+                    if len(v0) != len(v1) or not np.array_equal(t0, t1):
+                        raise BakeError(
+                            f"mesh '{name}' changes topology between frames {f - 1} and {f} "
+                            f"({len(v0)} -> {len(v1)} vertices): volume motion follows vertices, so "
+                            "disable the modifier that rebuilds it (remesh, fluid mesh, booleans) "
+                            "or bake from a copy with a fixed topology")
+                    moved = moved or not np.array_equal(v0, v1)
+            prev = cur
+        if not moved:
+            raise BakeError(f"nothing in '{self.name}' moves between frames {start} and {end}")
+
+    def flow(self, frame, shape, origin, voxel_size):
+        import noise3d
+
+        prev = self._prev if self._prev is not None and self._prev[0] == frame - 1 else \
+            (frame - 1, self.meshes(frame - 1))
+        cur = self.meshes(frame)
+        self._prev = (frame, cur)
+        return noise3d.mesh_motion_field([(v, f) for _, v, f in cur],
+                                         [(v, f) for _, v, f in prev[1]],
+                                         shape, origin, voxel_size)
+
+
+class SmokeSource:
+    """Motion of a baked smoke simulation, read from its cache (fluid.SmokeMotion)."""
+
+    def __init__(self, scene, obj):
+        from .fluid import SmokeMotion
+
+        if obj is None:
+            raise BakeError("no smoke domain: give the fluid domain whose baked cache moves the "
+                            "noise")
+        self.motion, self.name = SmokeMotion(scene, obj), obj.name
+
+    def prescan(self, start, end):
+        self.motion.check(range(start, end))   # frame f's flow uses the velocity of f - 1
+
+    def flow(self, frame, shape, origin, voxel_size):
+        return self.motion.flow(frame, shape, origin, voxel_size)
+
+
 def _lookup(kind, value, store):
     if value is None or value == "":
         return None
@@ -64,7 +133,7 @@ class VolumeBake:
 
     def __init__(self, scene=None, directory=None, frame_start=None, frame_end=None, domain=None,
                  source_collection=None, resolution=None, channels=None, seed=None, motion=None,
-                 write_density=None, overwrite=None):
+                 write_density=None, overwrite=None, smoke_domain=None):
         from .api import _Resume, _existing_frames, _frames, _output_dir, _resolve
 
         scene = scene or bpy.context.scene
@@ -73,18 +142,21 @@ class VolumeBake:
                                  domain=domain, source_collection=source_collection,
                                  resolution=resolution, channels=channels, seed=seed,
                                  motion=motion, write_density=write_density,
-                                 overwrite=overwrite), VOLUME_ARGS)
+                                 overwrite=overwrite, smoke_domain=smoke_domain), VOLUME_ARGS)
+        self.motion = str(a["motion"]).upper()
+        if self.motion == "MESH":
+            self.source = MeshSource(scene, _lookup("collection", a["source_collection"],
+                                                    bpy.data.collections))
+        elif self.motion == "SMOKE":
+            self.source = SmokeSource(scene, _lookup("object", a["smoke_domain"],
+                                                     bpy.data.objects))
+        else:
+            raise BakeError(f"volume motion must be 'MESH' or 'SMOKE'; got {a['motion']!r}")
         self.domain = _lookup("object", a["domain"], bpy.data.objects)
+        if self.domain is None and self.motion == "SMOKE":
+            self.domain = self.source.motion.obj   # noise fills the smoke domain
         if self.domain is None:
             raise BakeError("no domain: give a box object whose bounds the volume fills")
-        self.collection = _lookup("collection", a["source_collection"], bpy.data.collections)
-        self.motion = str(a["motion"]).upper()
-        if self.motion != "MESH":
-            raise BakeError(f"volume motion must be 'MESH'; got {a['motion']!r}")
-        if self.collection is None:
-            raise BakeError("no source collection: give the collection of moving meshes")
-        if not any(o.type == "MESH" for o in self.collection.all_objects):
-            raise BakeError(f"the collection '{self.collection.name}' holds no mesh objects")
         self.channels, self.seed = int(a["channels"]), int(a["seed"])
         self.write_density, self.overwrite = bool(a["write_density"]), bool(a["overwrite"])
         self.resolution = int(a["resolution"])
@@ -104,7 +176,8 @@ class VolumeBake:
         self.settings = {"channels": self.channels, "seed": self.seed, "shape": list(self.shape),
                          "origin": [float(o) for o in self.origin],
                          "voxel_size": self.voxel_size, "frame_start": self.frame_start,
-                         "collection": self.collection.name, "density": self.write_density}
+                         "motion": self.motion, "source": self.source.name,
+                         "density": self.write_density}
         self._resume = _Resume(self.directory, "volume")
         self.resume_from = None
         meta = self._resume.read()
@@ -124,32 +197,6 @@ class VolumeBake:
 
     def path(self, frame):
         return os.path.join(self.directory, f"noise_{frame:04d}.vdb")
-
-    def _meshes(self, frame):
-        self.scene.frame_set(frame)
-        return collection_meshes(self.collection, bpy.context.evaluated_depsgraph_get())
-
-    def _prescan(self):
-        """Topology and motion over the whole range before anything is written."""
-        prev, moved = None, False
-        for f in range(self.frame_start, self.frame_end + 1):
-            cur = self._meshes(f)
-            if prev is not None:
-                if [m[0] for m in cur] != [m[0] for m in prev]:
-                    raise BakeError(f"the meshes in '{self.collection.name}' change between "
-                                    f"frames {f - 1} and {f}")
-                for (name, v0, t0), (_, v1, t1) in zip(prev, cur):
-                    if len(v0) != len(v1) or not np.array_equal(t0, t1):
-                        raise BakeError(
-                            f"mesh '{name}' changes topology between frames {f - 1} and {f} "
-                            f"({len(v0)} -> {len(v1)} vertices): volume motion follows vertices, so "
-                            "disable the modifier that rebuilds it (remesh, fluid mesh, booleans) "
-                            "or bake from a copy with a fixed topology")
-                    moved = moved or not np.array_equal(v0, v1)
-            prev = cur
-        if not moved:
-            raise BakeError(f"nothing in '{self.collection.name}' moves between frames "
-                            f"{self.frame_start} and {self.frame_end}")
 
     def _write(self, frame, noise):
         from noise3d.vdb import write_vdb
@@ -171,20 +218,16 @@ class VolumeBake:
                 w.frame = last - self.frame_start
                 self.warnings.append(f"resumed after frame {last}")
             else:
-                self._prescan()
+                self.source.prescan(self.frame_start, self.frame_end)
                 if self.overwrite:
                     self._resume.clear()
                 w = noise3d.VolumeWarper(self.shape, self.channels, seed=self.seed)
                 last = self.frame_start
                 self._write(last, w.noise)
             yield last - self.frame_start + 1, total, f"frame {last}"
-            prev = self._meshes(last)
             for frame in range(last + 1, self.frame_end + 1):
                 t = time.perf_counter()
-                cur = self._meshes(frame)
-                flow = noise3d.mesh_motion_field([(v, f) for _, v, f in cur],
-                                                 [(v, f) for _, v, f in prev],
-                                                 self.shape, self.origin, self.voxel_size)
+                flow = self.source.flow(frame, self.shape, self.origin, self.voxel_size)
                 self.motion_seconds += time.perf_counter() - t
                 t = time.perf_counter()
                 noise = w.step(flow)
@@ -197,7 +240,6 @@ class VolumeBake:
                 save_npy(state_path, w.state)
                 self._resume.write(self.settings, frame)
                 self.write_seconds += time.perf_counter() - t
-                prev = cur
                 yield frame - self.frame_start + 1, total, f"frame {frame}"
             self._resume.clear()
             self.files = [self.path(f) for f in range(self.frame_start, self.frame_end + 1)]
@@ -223,8 +265,9 @@ def bake_volume(scene=None, directory=None, frame_start=None, frame_end=None, do
                 progress="print", **options):
     """Bake warped volumetric noise: DIR/noise_####.vdb and a Volume object bound to them.
 
-    domain / source_collection: objects or names. options: motion ('MESH'), write_density,
-    overwrite. Returns the finished VolumeBake.
+    domain / source_collection: objects or names. options: motion ('MESH': the meshes of
+    source_collection; 'SMOKE': the baked cache of the fluid domain smoke_domain, which is also
+    the default domain), smoke_domain, write_density, overwrite. Returns the finished VolumeBake.
     """
     bake = VolumeBake(scene, directory, frame_start, frame_end, domain, source_collection,
                       resolution, channels, seed, **options)

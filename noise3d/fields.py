@@ -48,3 +48,53 @@ def velocity_to_flow(velocity, dt=1.0, voxel_size=1.0, direction="forward"):
     vs = np.broadcast_to(np.asarray(voxel_size, np.float32), (3,))
     flow = v * np.float32(dt) / vs
     return np.ascontiguousarray(-flow if direction == "backward" else flow, np.float32)
+
+
+def staggered_to_centred(velocity):
+    """MAC (face) velocities [X, Y, Z, 3] → cell centres: component a of cell i is the mean of
+    its two faces i and i+1 along a (Mantaflow/OpenVDB "staggered": face i is cell i's low face).
+    The last cell along each axis keeps its low face (its high face lies outside the grid)."""
+    v = np.asarray(velocity, np.float32)
+    if v.ndim != 4 or v.shape[-1] != 3:
+        raise ValueError(f"velocity must be [X, Y, Z, 3]; got shape {v.shape}")
+    c = v.copy()
+    for a in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[a], hi[a] = slice(0, -1), slice(1, None)
+        c[tuple(lo) + (a,)] = 0.5 * (v[tuple(lo) + (a,)] + v[tuple(hi) + (a,)])
+    return c
+
+
+def index_velocity_flow(velocity, index_to_world, dt, shape, origin, voxel_size):
+    """Backward flow (voxels) on an axis-aligned grid from a velocity stored in index units.
+
+    velocity [X, Y, Z, 3]: cells per unit time along the grid's own axes, centred (Mantaflow's
+    units once `staggered_to_centred`); index_to_world: 4×4 affine map of index coordinates
+    (cell i's centre at i) to world space, so rotated, scaled or moving grids work; dt: time per
+    frame. A target voxel centre x samples v trilinearly at its index coordinates; the step
+    v·dt goes through the map's linear part, and its negative, in target voxels, is the
+    backtrace the warper consumes. Outside the velocity grid nothing moves.
+    """
+    from scipy import ndimage
+
+    v = np.asarray(velocity, np.float32)
+    if v.ndim != 4 or v.shape[-1] != 3:
+        raise ValueError(f"velocity must be [X, Y, Z, 3]; got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("velocity contains NaN/inf values")
+    m = np.asarray(index_to_world, np.float64)
+    if m.shape != (4, 4) or not np.isfinite(m).all() or abs(np.linalg.det(m[:3, :3])) < 1e-300:
+        raise ValueError("index_to_world must be an invertible 4x4 affine matrix")
+    shape = tuple(int(n) for n in shape)
+    vs = np.broadcast_to(np.asarray(voxel_size, np.float64), (3,))
+    org = np.broadcast_to(np.asarray(origin, np.float64), (3,))
+    axes = [(np.arange(n) + 0.5) * vs[a] + org[a] for a, n in enumerate(shape)]
+    world = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    inv = np.linalg.inv(m)
+    idx = world @ inv[:3, :3].T + inv[:3, 3]
+    step = np.empty((idx.shape[0], 3), np.float64)
+    for a in range(3):
+        step[:, a] = ndimage.map_coordinates(v[..., a], idx.T, order=1, mode="constant", cval=0.0)
+    disp = (step * float(dt)) @ m[:3, :3].T / vs
+    return np.ascontiguousarray(-disp.reshape(shape + (3,)), np.float32)

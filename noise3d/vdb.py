@@ -220,6 +220,28 @@ def _grids_to_array(grids, path):
     return data, vs, origin
 
 
+def read_dense(path, name, shape):
+    """Grid `name` of a .vdb as a dense array whose [0, 0, 0] is index (0, 0, 0), `shape` voxels
+    ([X, Y, Z] or [X, Y, Z, 3] for vector grids; inactive voxels are the background, usually 0),
+    and its grid class ("staggered" for MAC velocities). For caches whose extent is known
+    (a fluid domain's resolution) rather than read from the active voxels."""
+    vdb = openvdb_module()
+    if vdb is None:
+        raise ValueError(f"{path}: reading .vdb needs the openvdb module (install the bpy wheel)")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    try:
+        grid = vdb.read(os.fspath(path), name)
+    except Exception as exc:
+        raise ValueError(f"{path}: no readable grid named {name!r} ({exc})") from None
+    vector = grid.valueTypeName.startswith("vec3")
+    arr = np.zeros(tuple(int(n) for n in shape) + ((3,) if vector else ()), np.float32)
+    grid.copyToArray(arr, ijk=(0, 0, 0))
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: grid {name!r} contains NaN/inf values")
+    return arr, str(dict(grid.metadata).get("class", ""))
+
+
 def read_velocity(path, name="velocity"):
     """A velocity grid [X, Y, Z, 3] with its voxel size and origin, from .vdb, .npz or .npy.
 

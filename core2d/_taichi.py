@@ -39,6 +39,11 @@ def _init():
     want = os.environ.get("NOISEWARP_TI_ARCH", "cuda").lower()
     arch = ti.cpu if want == "cpu" else ti.cuda
     ti.init(arch=arch, **kwargs)
+    # Taichi builds its field tree only on the thread that called init; the RNG's ziggurat
+    # tables are the only fields, so they are made here and kernels can then be compiled and
+    # launched from any thread (the Blender add-on warps on a worker while Cycles renders).
+    from . import rng
+    rng.taichi_funcs()
     _ARCH = str(ti.lang.impl.current_cfg().arch).split(".")[-1]
     return _ARCH
 

@@ -89,12 +89,20 @@ def index_velocity_flow(velocity, index_to_world, dt, shape, origin, voxel_size)
     shape = tuple(int(n) for n in shape)
     vs = np.broadcast_to(np.asarray(voxel_size, np.float64), (3,))
     org = np.broadcast_to(np.asarray(origin, np.float64), (3,))
-    axes = [(np.arange(n) + 0.5) * vs[a] + org[a] for a, n in enumerate(shape)]
-    world = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     inv = np.linalg.inv(m)
-    idx = world @ inv[:3, :3].T + inv[:3, 3]
-    step = np.empty((idx.shape[0], 3), np.float64)
-    for a in range(3):
-        step[:, a] = ndimage.map_coordinates(v[..., a], idx.T, order=1, mode="constant", cval=0.0)
-    disp = (step * float(dt)) @ m[:3, :3].T / vs
+    lin = m[:3, :3] * float(dt) / vs[:, None]   # index step -> target voxels
+    # target voxel (i, j, k) in velocity index coordinates: idx0 + i·e0 + j·e1 + k·e2
+    idx0 = inv[:3, :3] @ (org + 0.5 * vs) + inv[:3, 3]
+    e = inv[:3, :3] * vs[None, :]
+    if shape == v.shape[:3] and np.allclose(idx0, 0, atol=1e-6) and np.allclose(e, np.eye(3), atol=1e-6):
+        disp = v.reshape(-1, 3).astype(np.float64) @ lin.T   # the same grid: no resampling
+    else:
+        axes = [(np.arange(n) + 0.5) * vs[a] + org[a] for a, n in enumerate(shape)]
+        world = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        idx = world @ inv[:3, :3].T + inv[:3, 3]
+        step = np.empty((idx.shape[0], 3), np.float64)
+        for a in range(3):
+            step[:, a] = ndimage.map_coordinates(v[..., a], idx.T, order=1, mode="constant",
+                                                 cval=0.0)
+        disp = step @ lin.T
     return np.ascontiguousarray(-disp.reshape(shape + (3,)), np.float32)

@@ -54,3 +54,16 @@ def test_bad_input(bad, match):
     args.update(bad)
     with pytest.raises(ValueError, match=match):
         index_velocity_flow(**args)
+
+
+def test_same_grid_shortcut_matches_resampling():
+    """The no-resampling path (target grid = velocity grid) equals trilinear sampling."""
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(7, 6, 5, 3)).astype(np.float32)
+    m = np.diag([0.5, 0.5, 0.5, 1.0])
+    m[:3, 3] = [1.25, -0.75, 0.25]              # cell i's centre: 1.25 + 0.5 i (x)
+    origin = np.array([1.0, -1.0, 0.0])          # so the target voxels are those cells
+    fast = index_velocity_flow(v, m, 0.3, (7, 6, 5), origin, 0.5)
+    slow = index_velocity_flow(v, m, 0.3, (7, 6, 5), origin + 1e-4, 0.5)  # forces resampling
+    assert np.allclose(fast, -0.3 * v, atol=1e-6)
+    assert np.allclose(fast[:-1, :-1, :-1], slow[:-1, :-1, :-1], atol=2e-3)

@@ -114,26 +114,12 @@ def volume_bench(frames, res, out):
 def smoke_bench(frames, res, out):
     """A rising, swirling plume baked by Mantaflow, then noise moved by its cached velocity."""
     from addon import api
+    sys.path.insert(0, os.path.join(REPO, "tests", "addon"))
+    import scenes
     scene = fresh_scene(64, frames)
-    bpy.ops.mesh.primitive_cube_add(size=4.0, location=(0, 0, 2))
-    dom = bpy.context.active_object
-    dom.name = "Smoke"
-    mod = dom.modifiers.new("Fluid", "FLUID")
-    mod.fluid_type = 'DOMAIN'
-    ds = mod.domain_settings
-    ds.domain_type, ds.resolution_max = 'GAS', res
-    ds.cache_directory = os.path.join(out, "smoke_cache")
-    ds.cache_type = 'ALL'
-    ds.cache_frame_start, ds.cache_frame_end = 1, frames
-    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(0, 0, 0.6))
-    src = bpy.context.active_object
-    fm = src.modifiers.new("Fluid", "FLUID")
-    fm.fluid_type = 'FLOW'
-    fm.flow_settings.flow_type, fm.flow_settings.flow_behavior = 'SMOKE', 'INFLOW'
-    bpy.context.view_layer.objects.active = dom
+    dom = scenes.smoke_plume(scene, os.path.join(out, "smoke_cache"), res, (1, frames))
     t = time.perf_counter()
-    with bpy.context.temp_override(object=dom, active_object=dom, selected_objects=[dom]):
-        bpy.ops.fluid.bake_all()
+    scenes.bake_fluid(dom)
     sim = time.perf_counter() - t
     t = time.perf_counter()
     bake = api.bake_volume(scene, os.path.join(out, "smoke_noise"), 1, frames, motion="SMOKE",

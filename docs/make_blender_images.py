@@ -6,6 +6,9 @@ previous frame's (right, white = changed): only where the object moves, the stat
 background keeps its noise bit for bit.
 docs/img/blender_volume.png: the `noise` grid of a volume bake around a moving ball, shown as
 sparse fog (voxels above 1.2 sigma) so the grains are visible.
+docs/img/blender_smoke.png: a rising smoke plume baked by Mantaflow and noise moved by its
+cached velocity, one vertical slice: the smoke density, the noise, and where the noise
+changed since the previous frame (white): inside the smoke only.
 """
 import math
 import os
@@ -136,10 +139,44 @@ def volume_picture():
     save_png(os.path.join(OUT, "blender_volume.png"), render(scene, os.path.join(TMP, "v.png"), 32))
 
 
+def smoke_picture(frame=30, res=48):
+    from addon import api
+    from noise3d.vdb import read_dense, read_vdb
+    bpy.ops.wm.read_factory_settings()
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, frame
+    sys.path.insert(0, os.path.join(REPO, "tests", "addon"))
+    import scenes
+    dom = scenes.smoke_plume(scene, os.path.join(TMP, "smoke_cache"), res, (1, frame),
+                             source=(-0.4, 0.0, 0.6), radius=0.45, vorticity=0.3)
+    scenes.bake_fluid(dom)
+    out = os.path.join(TMP, "smoke_noise")
+    api.bake_volume(scene, out, 1, frame, motion="SMOKE", smoke_domain="Smoke", resolution=res,
+                    progress=None)
+    density = read_dense(os.path.join(TMP, "smoke_cache", "data", f"fluid_data_{frame:04d}.vdb"),
+                         "density", (res,) * 3)[0]
+    now = read_vdb(os.path.join(out, f"noise_{frame:04d}.vdb"))[0][..., 0]
+    before = read_vdb(os.path.join(out, f"noise_{frame - 1:04d}.vdb"))[0][..., 0]
+    y = res // 2
+
+    def panel(a):   # x right, z up, 6x nearest upscaling
+        return np.kron(a[:, y, :].T[::-1], np.ones((6, 6)))
+    d = panel(density / max(float(density.max()), 1e-6))
+    n = panel(np.clip(now / 6 + 0.5, 0, 1))
+    c = panel((now != before).astype(np.float32))
+    gap = np.ones((d.shape[0], 8))
+    img = np.concatenate([d, gap, n, gap, c], 1)
+    save_png(os.path.join(OUT, "blender_smoke.png"), np.repeat(img[..., None], 3, -1))
+    bpy.ops.wm.read_factory_settings()   # frees the Mantaflow solver
+
+
 if __name__ == "__main__":
     import addon
     addon.register()
     os.makedirs(OUT, exist_ok=True)
     texture_picture()
     volume_picture()
-    print("wrote", os.path.join(OUT, "blender_texture.png"), os.path.join(OUT, "blender_volume.png"))
+    smoke_picture()
+    print("wrote", *(os.path.join(OUT, f"blender_{n}.png") for n in ("texture", "volume", "smoke")))

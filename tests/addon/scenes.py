@@ -59,3 +59,39 @@ def make_linear(idblock):
     for fc in curves:
         for kp in fc.keyframe_points:
             kp.interpolation = 'LINEAR'
+
+
+def smoke_plume(scene, cache, res, frames, center=(0.0, 0.0, 2.0), source=(0.0, 0.0, 0.6),
+                radius=0.5, behavior='INFLOW', initial_velocity=None, **domain):
+    """A 4-unit Mantaflow gas domain "Smoke" (OpenVDB cache in `cache`, frames baked with
+    bake_fluid) and a smoke-emitting sphere; `domain` sets more domain settings."""
+    bpy.ops.mesh.primitive_cube_add(size=4.0, location=center)
+    dom = bpy.context.active_object
+    dom.name = "Smoke"
+    mod = dom.modifiers.new("Fluid", "FLUID")
+    mod.fluid_type = 'DOMAIN'
+    ds = mod.domain_settings
+    ds.domain_type, ds.resolution_max = 'GAS', res
+    ds.cache_directory, ds.cache_type = str(cache), 'ALL'
+    ds.cache_frame_start, ds.cache_frame_end = frames
+    for key, value in domain.items():
+        setattr(ds, key, value)
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=radius, location=source)
+    src = bpy.context.active_object
+    fm = src.modifiers.new("Fluid", "FLUID")
+    fm.fluid_type = 'FLOW'
+    fs = fm.flow_settings
+    fs.flow_type, fs.flow_behavior = 'SMOKE', behavior
+    if initial_velocity is not None:
+        fs.use_initial_velocity = True
+        fs.velocity_coord = initial_velocity
+        fs.velocity_factor = fs.velocity_normal = 0.0
+    src.hide_render = True
+    return dom
+
+
+def bake_fluid(dom):
+    """Bake a fluid domain's cache (the add-on's registration repaired Mantaflow if needed)."""
+    bpy.context.view_layer.objects.active = dom
+    with bpy.context.temp_override(object=dom, active_object=dom, selected_objects=[dom]):
+        return bpy.ops.fluid.bake_all()

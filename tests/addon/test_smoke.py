@@ -20,36 +20,15 @@ def smoke_scene(cache, speed=4.0, data_format="OPENVDB"):
     scene = scenes.empty_scene(frames=FRAMES)
     scene.gravity = (0.0, 0.0, 0.0)
     scene.render.fps = 24
-    bpy.ops.mesh.primitive_cube_add(size=4.0, location=(0.0, 0.0, 0.0))
-    dom = bpy.context.active_object
-    dom.name = "Smoke"
-    mod = dom.modifiers.new("Fluid", "FLUID")
-    mod.fluid_type = 'DOMAIN'
-    ds = mod.domain_settings
-    ds.domain_type = 'GAS'
-    ds.resolution_max = RES
-    ds.cache_directory = str(cache)
-    ds.cache_type = 'ALL'
-    ds.cache_data_format = data_format
-    ds.cache_frame_start, ds.cache_frame_end = FRAMES
-    ds.alpha = ds.beta = ds.vorticity = 0.0
-    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.6, location=(-1.0, 0.0, 0.0))
-    src = bpy.context.active_object
-    fm = src.modifiers.new("Fluid", "FLUID")
-    fm.fluid_type = 'FLOW'
-    fs = fm.flow_settings
-    fs.flow_type, fs.flow_behavior = 'SMOKE', 'GEOMETRY'
-    fs.use_initial_velocity = True
-    fs.velocity_coord = (speed, 0.0, 0.0)
-    fs.velocity_factor = fs.velocity_normal = 0.0
-    src.hide_render = True
+    dom = scenes.smoke_plume(scene, cache, RES, FRAMES, center=(0.0, 0.0, 0.0),
+                             source=(-1.0, 0.0, 0.0), radius=0.6, behavior='GEOMETRY',
+                             initial_velocity=(speed, 0.0, 0.0), cache_data_format=data_format,
+                             alpha=0.0, beta=0.0, vorticity=0.0)
     return scene, dom
 
 
 def bake_fluid(dom):
-    bpy.context.view_layer.objects.active = dom
-    with bpy.context.temp_override(object=dom, active_object=dom, selected_objects=[dom]):
-        assert bpy.ops.fluid.bake_all() == {'FINISHED'}
+    assert scenes.bake_fluid(dom) == {'FINISHED'}
 
 
 @pytest.fixture

@@ -295,12 +295,18 @@ class TextureBake:
                 raise BakeError(f"nothing moves in the camera view between frames "
                                 f"{self.frame_start} and {self.frame_end}: the noise would be "
                                 "the same image every frame")
-            frames = [read_exr(self.path(f)) for f in range(self.frame_start, self.frame_end + 1)]
-            from core2d.io import exr_channel_names, save_npy
+            # noise.npy from the EXRs one frame at a time (they hold every frame, resumed or
+            # not), so memory does not grow with the length of the shot
+            from core2d.io import NpyFrames, atomic_path, exr_channel_names
             order = exr_channel_names(self.channels)
-            stack = np.stack([np.stack([fr[n] for n in order], axis=-1) for fr in frames])
             self.npy_path = os.path.join(self.directory, "noise.npy")
-            save_npy(self.npy_path, stack.astype(np.float16 if self.half else np.float32))
+            first = read_exr(self.path(self.frame_start))
+            shape = (total,) + first[order[0]].shape + (self.channels,)
+            with atomic_path(self.npy_path) as tmp:
+                with NpyFrames(tmp, "w", np.float16 if self.half else np.float32, shape) as out:
+                    for t, f in enumerate(range(self.frame_start, self.frame_end + 1)):
+                        fr = first if t == 0 else read_exr(self.path(f))
+                        out[t] = np.stack([fr[n] for n in order], axis=-1)
             self.files = [self.path(f) for f in range(self.frame_start, self.frame_end + 1)]
             self._resume.clear()
             self.frames_done = total

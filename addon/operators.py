@@ -19,10 +19,11 @@ class _ModalBake:
     def make_bake(self, context):
         raise NotImplementedError
 
-    def _kwargs(self, mapping):
-        """Operator arguments actually given; the rest fall back to scene.noise_warp in api."""
-        return {arg: getattr(self, prop) for prop, arg in mapping.items()
-                if self.properties.is_property_set(prop)}
+    def _kwargs(self):
+        """Operator arguments actually given (same names as the api's keyword arguments); the
+        rest fall back to scene.noise_warp in api."""
+        return {name: getattr(self, name) for name in self.properties.bl_rna.properties.keys()
+                if name != "rna_type" and self.properties.is_property_set(name)}
 
     def _start(self, context):
         from .motion import BakeError
@@ -94,13 +95,6 @@ class _ModalBake:
         return {'RUNNING_MODAL'}
 
 
-TEXTURE_PROPS = {"directory": "directory", "frame_start": "frame_start", "frame_end": "frame_end",
-                 "channels": "channels", "method": "method", "seed": "seed", "scale": "scale",
-                 "latent_factor": "latent_factor", "supersample": "supersample",
-                 "motion": "motion", "half": "half", "overwrite": "overwrite",
-                 "preview": "preview"}
-
-
 class NOISE_WARP_OT_bake_texture(_ModalBake, bpy.types.Operator):
     """Bake warped noise for the scene camera (noise_####.exr + noise.npy)"""
     bl_idname = "noise_warp.bake_texture"
@@ -123,19 +117,12 @@ class NOISE_WARP_OT_bake_texture(_ModalBake, bpy.types.Operator):
 
     def make_bake(self, context):
         from .api import TextureBake
-        return TextureBake(context.scene, **self._kwargs(TEXTURE_PROPS))
+        return TextureBake(context.scene, **self._kwargs())
 
     def done_message(self):
         b = self.bake
         return (f"baked {len(b.files)} frames of {b.width // b.latent_factor}x"
                 f"{b.height // b.latent_factor}x{b.channels} noise to {b.directory}")
-
-
-VOLUME_PROPS = {"directory": "directory", "frame_start": "frame_start", "frame_end": "frame_end",
-                "domain": "domain", "source_collection": "source_collection",
-                "resolution": "resolution", "channels": "channels", "seed": "seed",
-                "motion": "motion", "write_density": "write_density", "overwrite": "overwrite",
-                "smoke_domain": "smoke_domain"}
 
 
 class NOISE_WARP_OT_bake_volume(_ModalBake, bpy.types.Operator):
@@ -161,7 +148,7 @@ class NOISE_WARP_OT_bake_volume(_ModalBake, bpy.types.Operator):
 
     def make_bake(self, context):
         from .api import VolumeBake
-        return VolumeBake(context.scene, **self._kwargs(VOLUME_PROPS))
+        return VolumeBake(context.scene, **self._kwargs())
 
     def done_message(self):
         b = self.bake

@@ -41,47 +41,44 @@ def _draw_volume(layout, s):
     layout.operator("noise_warp.bake_volume", icon='VOLUME_DATA')
 
 
-class NOISE_WARP_PT_output(bpy.types.Panel):
+class _Output:
+    bl_space_type = 'PROPERTIES'
+    bl_region_type = 'WINDOW'
+    bl_context = "output"
+    bl_options = {'DEFAULT_CLOSED'}
+
+
+class _Sidebar:
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Noise Warp"
+
+
+class _Texture:
+    def draw(self, context):
+        _draw_texture(self.layout, context.scene.noise_warp)
+
+
+class _Volume:
+    def draw(self, context):
+        _draw_volume(self.layout, context.scene.noise_warp)
+
+
+class NOISE_WARP_PT_output(_Texture, _Output, bpy.types.Panel):
     bl_label = "Noise Warp"
-    bl_space_type = 'PROPERTIES'
-    bl_region_type = 'WINDOW'
-    bl_context = "output"
-    bl_options = {'DEFAULT_CLOSED'}
-
-    def draw(self, context):
-        _draw_texture(self.layout, context.scene.noise_warp)
 
 
-class NOISE_WARP_PT_output_volume(bpy.types.Panel):
+class NOISE_WARP_PT_output_volume(_Volume, _Output, bpy.types.Panel):
     bl_label = "Volume"
-    bl_space_type = 'PROPERTIES'
-    bl_region_type = 'WINDOW'
-    bl_context = "output"
     bl_parent_id = "NOISE_WARP_PT_output"
-    bl_options = {'DEFAULT_CLOSED'}
-
-    def draw(self, context):
-        _draw_volume(self.layout, context.scene.noise_warp)
 
 
-class NOISE_WARP_PT_view3d(bpy.types.Panel):
+class NOISE_WARP_PT_view3d(_Texture, _Sidebar, bpy.types.Panel):
     bl_label = "Noise Texture"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = "Noise Warp"
-
-    def draw(self, context):
-        _draw_texture(self.layout, context.scene.noise_warp)
 
 
-class NOISE_WARP_PT_view3d_volume(bpy.types.Panel):
+class NOISE_WARP_PT_view3d_volume(_Volume, _Sidebar, bpy.types.Panel):
     bl_label = "Noise Volume"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = "Noise Warp"
-
-    def draw(self, context):
-        _draw_volume(self.layout, context.scene.noise_warp)
 
 
 classes = (NOISE_WARP_PT_output, NOISE_WARP_PT_output_volume, NOISE_WARP_PT_view3d,

@@ -31,13 +31,6 @@ PREVIEW_ITEMS = [
     ("NONE", "None", "Only load the image sequence"),
 ]
 
-# Names shared with the operators (and the API's keyword arguments).
-TEXTURE_KEYS = ("directory", "frame_start", "frame_end", "channels", "method", "seed", "scale",
-                "latent_factor", "supersample", "motion", "half", "overwrite", "preview")
-VOLUME_KEYS = ("volume_directory", "frame_start", "frame_end", "domain", "source_collection",
-               "resolution", "volume_channels", "seed", "volume_motion", "write_density",
-               "overwrite", "smoke_domain")
-
 
 class NoiseWarpSettings(bpy.types.PropertyGroup):
     directory: StringProperty(name="Output Folder", subtype='DIR_PATH', default="//noise/",

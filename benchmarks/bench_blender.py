@@ -17,32 +17,24 @@ import tempfile
 import time
 
 _TMP = tempfile.mkdtemp(prefix="noise_warp_bench_")
-for var, sub in (("BLENDER_USER_RESOURCES", ""), ("BLENDER_USER_CONFIG", "config"),
-                 ("BLENDER_USER_SCRIPTS", "scripts"), ("BLENDER_USER_EXTENSIONS", "extensions")):
-    os.environ.setdefault(var, os.path.join(_TMP, "user", sub))
-os.environ.setdefault("NOISEWARP_TI_ARCH", "cpu")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, "tests", "addon")]   # the test scenes' builders
+import blender_user  # noqa: E402
+
+blender_user.isolate(os.path.join(_TMP, "user"), override=False)
 
 import bpy  # noqa: E402
+import scenes  # noqa: E402
 
 
 def fresh_scene(size, frames):
-    bpy.ops.wm.read_factory_settings()
-    for obj in list(bpy.data.objects):
-        bpy.data.objects.remove(obj)
-    scene = bpy.context.scene
-    scene.render.resolution_x = scene.render.resolution_y = size
-    scene.render.resolution_percentage = 100
-    scene.frame_start, scene.frame_end = 1, frames
-    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
-    cam.location, cam.rotation_euler = (0.0, -9.0, 3.0), (math.radians(72), 0.0, 0.0)
-    scene.collection.objects.link(cam)
-    scene.camera = cam
-    return scene
+    """Factory settings, a perspective camera looking at the origin from -Y."""
+    return scenes.empty_scene(size, size, (1, frames),
+                              camera=((0.0, -9.0, 3.0), (math.radians(72), 0.0, 0.0)),
+                              linear_keys=False)
 
 
-def animate(obj, path, attr, frames, values):
+def animate(obj, attr, frames, values):
     for f, v in zip(frames, values):
         setattr(obj, attr, v)
         obj.keyframe_insert(attr, frame=f)
@@ -60,8 +52,8 @@ def texture_bench(frames, out, subdivisions=0):
         sub.levels = sub.render_levels = subdivisions
     tris = sum(len(o.evaluated_get(bpy.context.evaluated_depsgraph_get()).data.polygons)
                for o in scene.objects if o.type == 'MESH')
-    animate(monkey, None, "location", (1, frames), ((-1.5, 0, 0.5), (1.5, 0, 0.8)))
-    animate(monkey, None, "rotation_euler", (1, frames), ((0, 0, 0), (0, 0, 1.2)))
+    animate(monkey, "location", (1, frames), ((-1.5, 0, 0.5), (1.5, 0, 0.8)))
+    animate(monkey, "rotation_euler", (1, frames), ((0, 0, 0), (0, 0, 1.2)))
     results = []
     for run in range(2):  # the first run compiles Taichi kernels and warms Cycles
         d = os.path.join(out, f"texture_{run}")
@@ -86,17 +78,13 @@ def volume_bench(frames, res, out):
     bpy.ops.mesh.primitive_cube_add(size=4.0, location=(0, 0, 0))
     domain = bpy.context.active_object
     domain.name = "Domain"
-    movers = bpy.data.collections.new("Movers")
-    scene.collection.children.link(movers)
     bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=6, radius=0.8, location=(-0.8, 0, 0))
     ball = bpy.context.active_object
-    for c in list(ball.users_collection):
-        c.objects.unlink(ball)
-    movers.objects.link(ball)
+    scenes.into_collection(scene, ball)
     wave = ball.modifiers.new("Wave", 'WAVE')     # deforms every frame
     wave.height, wave.width, wave.speed = 0.15, 0.6, 0.05
-    animate(ball, None, "location", (1, frames), ((-0.8, 0, 0), (0.8, 0.2, 0.3)))
-    animate(ball, None, "rotation_euler", (1, frames), ((0, 0, 0), (0.5, 0, 1.0)))
+    animate(ball, "location", (1, frames), ((-0.8, 0, 0), (0.8, 0.2, 0.3)))
+    animate(ball, "rotation_euler", (1, frames), ((0, 0, 0), (0.5, 0, 1.0)))
     nverts = len(ball.data.vertices)
     t = time.perf_counter()
     bake = api.bake_volume(scene, os.path.join(out, "volume"), 1, frames, domain="Domain",
@@ -114,8 +102,6 @@ def volume_bench(frames, res, out):
 def smoke_bench(frames, res, out):
     """A rising, swirling plume baked by Mantaflow, then noise moved by its cached velocity."""
     from addon import api
-    sys.path.insert(0, os.path.join(REPO, "tests", "addon"))
-    import scenes
     scene = fresh_scene(64, frames)
     dom = scenes.smoke_plume(scene, os.path.join(out, "smoke_cache"), res, (1, frames))
     t = time.perf_counter()

@@ -16,15 +16,15 @@ import sys
 import tempfile
 
 TMP = tempfile.mkdtemp(prefix="noise_warp_docs_")
-for var, sub in (("BLENDER_USER_RESOURCES", ""), ("BLENDER_USER_CONFIG", "config"),
-                 ("BLENDER_USER_SCRIPTS", "scripts"), ("BLENDER_USER_EXTENSIONS", "extensions")):
-    os.environ.setdefault(var, os.path.join(TMP, "user", sub))
-os.environ.setdefault("NOISEWARP_TI_ARCH", "cpu")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, "tests", "addon")]   # the test scenes' builders
+import blender_user  # noqa: E402
+
+blender_user.isolate(os.path.join(TMP, "user"), override=False)
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
+import scenes  # noqa: E402
 
 OUT = os.path.join(REPO, "docs", "img")
 
@@ -51,20 +51,9 @@ def save_png(path, rgb):
 
 def texture_picture():
     from addon import api
-    bpy.ops.wm.read_factory_settings()
-    for obj in list(bpy.data.objects):
-        bpy.data.objects.remove(obj)
-    scene = bpy.context.scene
-    scene.render.resolution_x, scene.render.resolution_y = 320, 240
-    scene.frame_start, scene.frame_end = 1, 16
-    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
-    cam.location, cam.rotation_euler = (0.0, -7.5, 4.2), (math.radians(60), 0.0, 0.0)
-    scene.collection.objects.link(cam)
-    scene.camera = cam
-    light = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", 'SUN'))
-    light.rotation_euler = (0.6, 0.3, 0.4)
-    light.data.energy = 3.0
-    scene.collection.objects.link(light)
+    scene = scenes.empty_scene(320, 240, (1, 16),
+                               camera=((0.0, -7.5, 4.2), (math.radians(60), 0.0, 0.0)),
+                               sun=((0.6, 0.3, 0.4), 3.0), linear_keys=False)
     bpy.ops.mesh.primitive_plane_add(size=30.0, location=(0, 0, -1))
     bpy.ops.mesh.primitive_monkey_add(location=(-1.6, 0, 0.2))
     monkey = bpy.context.active_object
@@ -93,30 +82,15 @@ def texture_picture():
 
 def volume_picture():
     from addon import api
-    bpy.ops.wm.read_factory_settings()
-    for obj in list(bpy.data.objects):
-        bpy.data.objects.remove(obj)
-    scene = bpy.context.scene
-    scene.render.resolution_x, scene.render.resolution_y = 320, 240
-    scene.frame_start, scene.frame_end = 1, 12
-    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
-    cam.location, cam.rotation_euler = (0.0, -5.5, 1.6), (math.radians(75), 0.0, 0.0)
-    scene.collection.objects.link(cam)
-    scene.camera = cam
-    light = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", 'SUN'))
-    light.rotation_euler = (0.7, 0.2, 0.5)
-    light.data.energy = 4.0
-    scene.collection.objects.link(light)
+    scene = scenes.empty_scene(320, 240, (1, 12),
+                               camera=((0.0, -5.5, 1.6), (math.radians(75), 0.0, 0.0)),
+                               sun=((0.7, 0.2, 0.5), 4.0), linear_keys=False)
     bpy.ops.mesh.primitive_cube_add(size=2.4)
     domain = bpy.context.active_object
     domain.name, domain.hide_render, domain.display_type = "Domain", True, 'BOUNDS'
-    movers = bpy.data.collections.new("Movers")
-    scene.collection.children.link(movers)
     bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=3, radius=0.45)
     ball = bpy.context.active_object
-    for c in list(ball.users_collection):
-        c.objects.unlink(ball)
-    movers.objects.link(ball)
+    movers = scenes.into_collection(scene, ball)
     ball.hide_render = True
     for f, x in ((1, -0.7), (12, 0.7)):
         ball.location.x = x
@@ -142,13 +116,7 @@ def volume_picture():
 def smoke_picture(frame=30, res=48):
     from addon import api
     from noise3d.vdb import read_dense, read_vdb
-    bpy.ops.wm.read_factory_settings()
-    for obj in list(bpy.data.objects):
-        bpy.data.objects.remove(obj)
-    scene = bpy.context.scene
-    scene.frame_start, scene.frame_end = 1, frame
-    sys.path.insert(0, os.path.join(REPO, "tests", "addon"))
-    import scenes
+    scene = scenes.empty_scene(frames=(1, frame), linear_keys=False)
     dom = scenes.smoke_plume(scene, os.path.join(TMP, "smoke_cache"), res, (1, frame),
                              source=(-0.4, 0.0, 0.6), radius=0.45, vorticity=0.3)
     scenes.bake_fluid(dom)

@@ -6,18 +6,16 @@ import os
 import sys
 import tempfile
 
-_USER = tempfile.mkdtemp(prefix="noise_warp_blender_user_")
-os.environ["BLENDER_USER_RESOURCES"] = _USER
-os.environ["BLENDER_USER_CONFIG"] = os.path.join(_USER, "config")
-os.environ["BLENDER_USER_SCRIPTS"] = os.path.join(_USER, "scripts")
-os.environ["BLENDER_USER_EXTENSIONS"] = os.path.join(_USER, "extensions")
-os.environ.setdefault("NOISEWARP_TI_ARCH", "cpu")
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
 for p in (REPO, HERE):
     if p not in sys.path:
         sys.path.insert(0, p)
+
+import blender_user  # noqa: E402
+
+_USER = tempfile.mkdtemp(prefix="noise_warp_blender_user_")
+blender_user.isolate(_USER)
 
 import pytest  # noqa: E402
 

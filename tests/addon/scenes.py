@@ -4,23 +4,56 @@ import bpy
 PX_PER_UNIT = 10.0  # ortho_scale 6.4 over 64 px
 
 
-def empty_scene(width=64, height=48, frames=(1, 4)):
-    """Factory settings, no objects, an orthographic camera looking down -Z: 10 px per unit."""
+def empty_scene(width=64, height=48, frames=(1, 4), camera=None, sun=None, linear_keys=True):
+    """Factory settings, no objects, and a camera: by default orthographic looking down -Z at
+    10 px per unit; camera=(location, rotation) gives a perspective one instead.
+    sun=(rotation, energy) adds a sun lamp. New keyframes are linear unless linear_keys=False."""
     bpy.ops.wm.read_factory_settings()
     for obj in list(bpy.data.objects):
         bpy.data.objects.remove(obj)
-    bpy.context.preferences.edit.keyframe_new_interpolation_type = 'LINEAR'
+    if linear_keys:
+        bpy.context.preferences.edit.keyframe_new_interpolation_type = 'LINEAR'
     scene = bpy.context.scene
     scene.render.resolution_x, scene.render.resolution_y = width, height
     scene.render.resolution_percentage = 100
     scene.frame_start, scene.frame_end = frames
     cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
-    cam.data.type = 'ORTHO'
-    cam.data.ortho_scale = width / PX_PER_UNIT
-    cam.location = (0.0, 0.0, 10.0)
+    if camera is None:
+        cam.data.type = 'ORTHO'
+        cam.data.ortho_scale = width / PX_PER_UNIT
+        cam.location = (0.0, 0.0, 10.0)
+    else:
+        cam.location, cam.rotation_euler = camera
     scene.collection.objects.link(cam)
     scene.camera = cam
+    if sun is not None:
+        light = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", 'SUN'))
+        light.rotation_euler, light.data.energy = sun
+        scene.collection.objects.link(light)
     return scene
+
+
+def into_collection(scene, obj, name="Movers"):
+    """A new collection `name` under the scene holding only `obj` (a volume bake's source)."""
+    coll = bpy.data.collections.new(name)
+    scene.collection.children.link(coll)
+    for c in list(obj.users_collection):
+        c.objects.unlink(obj)
+    coll.objects.link(obj)
+    return coll
+
+
+def vector_pass_flow(scene, frame, width, height):
+    """The backward flow of one frame from the add-on's Vector-pass renderer."""
+    import tempfile
+
+    from addon.motion import VectorPassRenderer
+    with tempfile.TemporaryDirectory() as tmp:
+        vec = VectorPassRenderer(scene, width, height, tmp)
+        try:
+            return vec.flow(frame)
+        finally:
+            vec.close()
 
 
 def add_plane(scene, size=20.0, z=-1.0):

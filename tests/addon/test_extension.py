@@ -10,6 +10,7 @@ import textwrap
 import tomllib
 import zipfile
 
+import blender_user
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -92,11 +93,9 @@ def test_zip_installs_into_clean_blender(built_zip, tmp_path):
     user = tmp_path / "user"
     script = tmp_path / "install.py"
     script.write_text(CLEAN_SCRIPT)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-           "BLENDER_USER_RESOURCES": str(user), "BLENDER_USER_CONFIG": str(user / "config"),
-           "BLENDER_USER_SCRIPTS": str(user / "scripts"),
-           "BLENDER_USER_EXTENSIONS": str(user / "extensions"),
-           "NOISEWARP_TI_ARCH": "cpu", "NOISEWARP_TI_CACHE": str(tmp_path / "ti_cache")}
+    env = blender_user.isolate(user, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                      "HOME": str(tmp_path),
+                                      "NOISEWARP_TI_CACHE": str(tmp_path / "ti_cache")})
     # -S: no site-packages at all (not the venv's taichi/core2d): only what the zip brings
     r = subprocess.run([sys.executable, "-S", str(script), str(site), path, str(tmp_path / "out")],
                        env=env, capture_output=True, text=True, timeout=300)

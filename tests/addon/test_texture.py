@@ -62,9 +62,7 @@ def test_render_settings_restored(registered, outdir):
 
 def test_mesh_motion_matches_vector_pass(registered):
     """Perspective camera, a rotating cube: projected mesh motion = Cycles' Vector pass."""
-    import tempfile
-
-    from addon.motion import MeshMotion, VectorPassRenderer
+    from addon.motion import MeshMotion
     scene, cube = scenes.moving_cube_scene()
     cam = scene.camera
     cam.data.type = 'PERSP'
@@ -74,12 +72,7 @@ def test_mesh_motion_matches_vector_pass(registered):
     cube.rotation_euler = (0.2, 0.3, 0.9)
     cube.keyframe_insert("rotation_euler", frame=4)
     scenes.make_linear(cube)
-    with tempfile.TemporaryDirectory() as tmp:
-        vec = VectorPassRenderer(scene, 64, 48, tmp)
-        try:
-            a = vec.flow(3)
-        finally:
-            vec.close()
+    a = scenes.vector_pass_flow(scene, 3, 64, 48)
     b = MeshMotion(scene, 64, 48).flow(3)
     moving = np.abs(a).max(-1) > 0
     assert moving.sum() > 300
@@ -140,9 +133,6 @@ def test_rigid_body_scene(registered, outdir):
     """A falling rigid body seen from the side: unbaked -> clear error, nothing written;
     baked -> the noise falls with it."""
     import math
-    import tempfile
-
-    from addon.motion import VectorPassRenderer
     scene = scenes.empty_scene(frames=(1, 12))
     cam = scene.camera
     cam.location, cam.rotation_euler = (0.0, -10.0, 0.0), (math.pi / 2, 0.0, 0.0)
@@ -158,12 +148,7 @@ def test_rigid_body_scene(registered, outdir):
     assert cache.is_baked
     assert bpy.ops.noise_warp.bake_texture(directory=outdir, channels=1, preview='NONE') == {'FINISHED'}
     n = np.load(os.path.join(outdir, "noise.npy"))[..., 0]
-    with tempfile.TemporaryDirectory() as tmp:
-        vec = VectorPassRenderer(scene, 64, 48, tmp)
-        try:
-            flow = vec.flow(12)
-        finally:
-            vec.close()
+    flow = scenes.vector_pass_flow(scene, 12, 64, 48)
     moving = np.abs(flow).max(-1) > 0
     assert flow[..., 1][moving].mean() > 1.0 or flow[..., 1][moving].mean() < -1.0
     assert flow[..., 1][moving].mean() < 0   # came from above: y down, so the pixel moved down

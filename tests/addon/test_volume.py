@@ -16,13 +16,9 @@ def volume_scene(frames=(1, 4), move=0.25):
     domain.name = "Domain"
     domain.display_type = 'BOUNDS'
     domain.hide_render = True
-    movers = bpy.data.collections.new("Movers")
-    scene.collection.children.link(movers)
     bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=2, radius=0.5, location=(-0.4, 0.0, 0.0))
     ball = bpy.context.active_object
-    for c in list(ball.users_collection):
-        c.objects.unlink(ball)
-    movers.objects.link(ball)
+    movers = scenes.into_collection(scene, ball)
     for f in frames:
         ball.location.x = -0.4 + move * (f - frames[0])
         ball.keyframe_insert("location", index=0, frame=f)

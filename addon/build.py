@@ -104,7 +104,7 @@ def build(output_dir, platforms, cache, validate=True):
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if os.path.exists(os.path.join(REPO, name)):
             shutil.copy2(os.path.join(REPO, name), src)
-    for pkg in ("core2d", "noise3d"):
+    for pkg in ("core2d", "noise3d", "noisewarp"):
         shutil.copytree(os.path.join(REPO, pkg), os.path.join(src, pkg),
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheel_cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels_dir, src]

@@ -138,7 +138,7 @@ class VectorPassRenderer:
         """Backward flow of `frame` (to frame - 1) from the Vector pass."""
         import time
 
-        from core2d.io import read_vector_exr, vector_pass_to_flows
+        from noisewarp.io import read_vector_exr, vector_pass_to_flows
 
         self.scene.frame_set(frame)
         t = time.perf_counter()

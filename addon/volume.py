@@ -14,6 +14,7 @@ import numpy as np
 
 import bpy
 
+from .bake import _existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume
 from .motion import BakeError, mesh_arrays, unbaked_simulations
 
 VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
@@ -134,7 +135,6 @@ class VolumeBake:
     def __init__(self, scene=None, directory=None, frame_start=None, frame_end=None, domain=None,
                  source_collection=None, resolution=None, channels=None, seed=None, motion=None,
                  write_density=None, overwrite=None, smoke_domain=None):
-        from .api import _Resume, _existing_frames, _frames, _output_dir, _resolve
 
         scene = scene or bpy.context.scene
         self.scene = scene
@@ -236,7 +236,7 @@ class VolumeBake:
                 self._write(frame, noise)
                 os.makedirs(self._resume.dir, exist_ok=True)
                 state_path = self._resume.state_path(frame)
-                from core2d.io import save_npy
+                from noisewarp.io import save_npy
                 save_npy(state_path, w.state)
                 self._resume.write(self.settings, frame)
                 self.write_seconds += time.perf_counter() - t
@@ -251,7 +251,6 @@ class VolumeBake:
 
     def run(self, progress="print"):
         """progress: a callable(done, total, message), "print" (default) or None (silent)."""
-        from .api import _print_progress
 
         progress = _print_progress if progress == "print" else progress
         for done, total, message in self.steps():

@@ -55,8 +55,8 @@ def main():
     ap.add_argument("--supersample", type=int, default=1)
     args = ap.parse_args()
 
-    from core2d.runner import warp_to_folder
-    from core2d.sources import open_source
+    from noisewarp.runner import warp_to_folder
+    from noisewarp.sources import open_source
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = os.path.join(tmp, "clip.mp4")

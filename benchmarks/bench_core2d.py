@@ -23,7 +23,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from core2d.io import peak_memory_mb  # noqa: E402
+from noisewarp.io import peak_memory_mb  # noqa: E402
 
 
 def rotation_flow(H, W, degrees=1.0):

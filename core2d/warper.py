@@ -170,7 +170,7 @@ class NoiseWarper:
 
     def save(self, path):
         """Write the state to an .npz atomically."""
-        from .io import atomic_path
+        from .atomic import atomic_path
 
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from core2d.io import atomic_path
+from core2d.atomic import atomic_path
 
 _OPENVDB = False  # not looked up yet
 

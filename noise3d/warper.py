@@ -211,7 +211,7 @@ class VolumeWarper:
 
     def save(self, path):
         """Write the state and what made it to an .npz, atomically; `load` resumes exactly."""
-        from core2d.io import atomic_path
+        from core2d.atomic import atomic_path
 
         config = dict(shape=list(self.shape), channels=self.channels, method=self.method,
                       seed=self._user_seed, factor=self.factor, frame=self.frame)

@@ -20,7 +20,7 @@ sys.path.insert(0, ROOT)
 
 
 def nw(*args):
-    subprocess.run([sys.executable, "-m", "core2d.cli", *args, "-q"], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "noisewarp.cli", *args, "-q"], check=True, cwd=ROOT)
 
 
 def _capture(video, start):
@@ -40,7 +40,7 @@ def spacetime_figure(video, noise_path, out_png, frames, row, start=0, x0=0, wid
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from core2d import io, rng
+    from noisewarp import io, rng
 
     noise = np.load(noise_path, mmap_mode="r")
     cap = _capture(video, start)
@@ -72,7 +72,7 @@ def frames_figure(video, noise_path, out_png, picks, start=0):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from core2d import io
+    from noisewarp import io
 
     noise = np.load(noise_path, mmap_mode="r")
     cap = _capture(video, start)
@@ -96,8 +96,8 @@ def frames_figure(video, noise_path, out_png, picks, start=0):
 def demo_gif(demo_dir, out_gif, frames=24):
     import imageio.v3 as iio
 
-    from core2d import io
-    from core2d.demo import Scene
+    from noisewarp import io
+    from noisewarp.demo import Scene
 
     noise = np.load(os.path.join(demo_dir, "noise.npy"), mmap_mode="r")
     scene = Scene(noise.shape[1])
@@ -141,7 +141,7 @@ def main():
             spacetime_figure(args.video, os.path.join(b, "noise.npy"), os.path.join(HERE, "bikes_spacetime.png"),
                              args.frames, args.row, args.start, args.x0)
             c = os.path.join(tmp, "compare")
-            subprocess.run([sys.executable, "-m", "core2d.cli", "compare", args.video, "-o", c,
+            subprocess.run([sys.executable, "-m", "noisewarp.cli", "compare", args.video, "-o", c,
                             "--frames", f"{args.start}:{args.start + 24}", "--max-size", "160", "-q"], check=True, cwd=ROOT,
                            stdout=open(os.path.join(HERE, "compare_table.md"), "w"))
             shutil.copy(os.path.join(c, "side_by_side.png"), os.path.join(HERE, "compare_side_by_side.png"))

@@ -21,7 +21,7 @@ def test_cube_moving_right_moves_noise_right(registered, outdir):
     assert files == ["noise.npy"] + [f"noise_{f:04d}.exr" for f in range(1, 5)]
     n = np.load(os.path.join(outdir, "noise.npy"))
     assert n.shape == (4, 48, 64, 4) and n.dtype == np.float32
-    from core2d.io import read_exr
+    from noisewarp.io import read_exr
     exr = read_exr(os.path.join(outdir, "noise_0003.exr"))
     assert np.array_equal(exr["G"], n[2, :, :, 1])
     rows = slice(24 - 7, 24 + 7)
@@ -270,7 +270,7 @@ def test_cycles_unavailable(registered, outdir):
 def test_preview_material_shows_the_right_frame(registered, outdir, tmp_path):
     """The preview material, rendered by Cycles (no denoiser), shows exactly the baked frame."""
     from addon import api
-    from core2d.io import read_exr
+    from noisewarp.io import read_exr
     scene, _ = scenes.moving_cube_scene(frames=(3, 6))
     bake = api.bake_texture(scene, outdir, channels=3, progress=None)
     n = np.load(bake.npy_path)

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from core2d import io
-from core2d.cli import build_parser, main
+from noisewarp import io
+from noisewarp.cli import build_parser, main
 
 from .cli_util import H, W, constant_flows, shifted, write_video
-from .helpers import assert_white
+from ..core2d.helpers import assert_white
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_every_subcommand_dispatches_through_func():
     for name, p in sub.choices.items():
         assert callable(p.get_default("func")), name
     try:
-        from noise3d import cli as n3
+        from noisewarp import volume as n3
     except Exception:
         n3 = None
     assert ("volume" in sub.choices) == (n3 is not None and hasattr(n3, "register"))
@@ -143,7 +143,7 @@ def test_every_subcommand_dispatches_through_func():
 def test_console_script_exit_status(tmp_path):
     """A real process: exit status 2, one line, no traceback."""
     exe = os.path.join(os.path.dirname(sys.executable), "noisewarp")
-    cmd = [exe] if os.path.isfile(exe) else [sys.executable, "-m", "core2d.cli"]
+    cmd = [exe] if os.path.isfile(exe) else [sys.executable, "-m", "noisewarp.cli"]
     proc = subprocess.run(cmd + ["warp", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
@@ -184,7 +184,7 @@ def test_memory_does_not_grow_with_length(tmp_path):
 
 _RSS_SCRIPT = """
 import sys
-from core2d.cli import main
+from noisewarp.cli import main
 rc = main(["warp", sys.argv[1], "-o", sys.argv[2], "-q"])
 # VmHWM: this process's own peak (ru_maxrss would carry over the forking parent's)
 hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0]

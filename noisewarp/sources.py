@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from . import io
-from .ops import check_flow
+from core2d.ops import check_flow
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
@@ -339,3 +339,11 @@ def open_source(path, frames=None, flow_layout="auto", flow_order="xy", flow_neg
     raise ValueError(f"{path}: unsupported input type {ext or '(no extension)'!r} (a video "
                      f"{'/'.join(e[1:] for e in VIDEO_EXTS)}, a .npy flow stack, or a folder of .flo/.exr)")
 
+
+
+def source_from_args(args, path=None):
+    """The source the CLI's source options describe (shared by `warp`, `compare` and `batch`)."""
+    return open_source(path or args.input, frames=args.frames, flow_layout=args.flow_layout,
+                       flow_order=args.flow_order, flow_negate=args.flow_negate,
+                       flow_direction=args.flow_direction, invert=args.invert,
+                       dis_preset=args.dis_preset, occlusions=getattr(args, "occlusions", False))

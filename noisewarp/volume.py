@@ -1,6 +1,6 @@
 """`noisewarp volume`: warped noise in a volume that moves with meshes or velocity grids.
 
-The main `noisewarp` parser (core2d/cli.py) calls `register(subparsers)` and then `args.func(args)`;
+The main `noisewarp` parser (noisewarp/cli.py) calls `register(subparsers)` and then `args.func(args)`;
 bad input raises ValueError, which the main CLI prints as one line (exit 2).
 """
 import json
@@ -15,7 +15,7 @@ GRID_EXT = (".vdb", ".npz", ".npy")
 
 
 def register(subparsers):
-    from .warper import BACKENDS, METHODS
+    from noise3d.warper import BACKENDS, METHODS
 
     p = subparsers.add_parser(
         "volume", help="warped noise in a volume moving with meshes or velocity grids",
@@ -99,10 +99,10 @@ def _frame_path(outdir, name, number, ext):
 
 
 def run(args):
-    from . import vdb as vdbio
-    from .fields import resample_field
-    from .mesh import grid_for_meshes, mesh_motion_field
-    from .warper import VolumeWarper
+    from noise3d import vdb as vdbio
+    from noise3d.fields import resample_field
+    from noise3d.mesh import grid_for_meshes, mesh_motion_field
+    from noise3d.warper import VolumeWarper
 
     if args.resolution < 2:
         raise ValueError(f"--resolution must be >= 2; got {args.resolution}")
@@ -193,7 +193,7 @@ def run(args):
                 method=args.method, factor=args.factor if args.method == "supersample" else 1,
                 seed=args.seed, format=fmt, files=f"{args.name}_####{ext}", first=args.start,
                 grid_names=vdbio.channel_names(args.name, args.channels) + (["density"] if args.density else []))
-    from core2d.io import atomic_path
+    from noisewarp.io import atomic_path
 
     meta_path = os.path.join(args.output, "volume.json")
     if args.resume:

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from core2d.cli import main
+from noisewarp.cli import main
 
 from .cli_util import H, W, write_video
 

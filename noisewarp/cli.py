@@ -70,15 +70,6 @@ def _add_warp_args(p):
     _add_source_args(p)
 
 
-def _source_from_args(args, path=None):
-    from .sources import open_source
-
-    return open_source(path or args.input, frames=args.frames, flow_layout=args.flow_layout,
-                       flow_order=args.flow_order, flow_negate=args.flow_negate,
-                       flow_direction=args.flow_direction, invert=args.invert,
-                       dis_preset=args.dis_preset, occlusions=getattr(args, "occlusions", False))
-
-
 def warp_options(args):
     """The keyword arguments of runner.warp_to_folder taken from parsed `warp` arguments."""
     from .runner import parse_formats
@@ -94,9 +85,10 @@ def warp_options(args):
 
 def cmd_warp(args):
     from .runner import warp_to_folder
+    from .sources import source_from_args
 
     opts = warp_options(args)  # validates --format before any work
-    source = _source_from_args(args)
+    source = source_from_args(args)
     summary = warp_to_folder(source, args.output, **opts)
     if not args.quiet:
         print(f"noisewarp: wrote {os.path.join(args.output, 'noise.npy')} "
@@ -208,12 +200,9 @@ def build_parser():
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_batch)
 
-    try:  # the `volume` subcommand lives in noise3d (another package; optional here)
-        from noise3d import cli as noise3d_cli
-    except Exception:
-        noise3d_cli = None
-    if noise3d_cli is not None and hasattr(noise3d_cli, "register"):
-        noise3d_cli.register(sub)
+    from . import volume
+
+    volume.register(sub)
     return parser
 
 

@@ -5,29 +5,10 @@ folder and is renamed into place, so an interrupted run leaves only complete fil
 """
 import contextlib
 import os
-import tempfile
 
 import numpy as np
 
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".part{ext}", dir=folder)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+from core2d.atomic import atomic_path  # noqa: F401  (re-exported: every writer here uses it)
 
 
 def save_npy(path, array):
@@ -223,7 +204,7 @@ def backward_from_forward(forward, mode="invert") -> np.ndarray:
         return -np.asarray(forward, np.float32)
     if mode != "invert":
         raise ValueError(f"unknown inversion mode {mode!r} (invert or negate)")
-    from .warper import invert_flow
+    from core2d.warper import invert_flow
 
     return invert_flow(np.asarray(forward, np.float32))
 

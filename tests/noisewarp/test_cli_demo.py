@@ -3,10 +3,10 @@ import json
 
 import numpy as np
 
-from core2d.cli import main
-from core2d.demo import Scene
+from noisewarp.cli import main
+from noisewarp.demo import Scene
 
-from .helpers import assert_white
+from ..core2d.helpers import assert_white
 
 
 def test_demo_scene_flow_is_exact():

@@ -6,9 +6,9 @@ import pytest
 import trimesh
 
 import noise3d
-from core2d import cli as main_cli
+from noisewarp import cli as main_cli
 
-from . import vol_helpers as H
+from ..noise3d import vol_helpers as H
 
 
 def run(argv, capsys):

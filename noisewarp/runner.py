@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import io
-from .ops import degrade as _degrade
+from core2d.ops import degrade as _degrade
 
 STATE_DIR = ".noisewarp"
 FORMATS = ("npy", "exr", "png", "mp4")
@@ -295,7 +295,7 @@ def _init_taichi_quietly():
     error stays one line."""
     import contextlib
 
-    from . import _taichi
+    from core2d import _taichi
 
     if _taichi.available():
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):

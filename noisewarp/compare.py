@@ -1,7 +1,7 @@
 """`noisewarp compare`: every warping method on the same flows, one table and side-by-side pictures.
 
 Each method runs in its own process so its peak memory (max RSS above the process's baseline
-after start-up) is its own; quality numbers come from core2d.stats on each method's output,
+after start-up) is its own; quality numbers come from noisewarp.stats on each method's output,
 measured along the same backward flows.
 """
 import json
@@ -54,7 +54,7 @@ def run_worker(flows_path, method, outdir, channels, seed):
     flows = np.load(flows_path, mmap_mode="r")
     T = flows.shape[0] + 1
     h, w = flows.shape[1:3]
-    from . import _taichi
+    from core2d import _taichi
 
     if _taichi.available():
         _taichi.init()
@@ -100,14 +100,14 @@ def _slice(noise, row):
 def compare(args, log=sys.stderr):
     """Run the methods, write table.md / table.csv / compare.json and side_by_side.png."""
     import core2d
-    from .cli import _source_from_args
+    from .sources import source_from_args
     from .stats import analyse
 
     methods = list(core2d.METHODS) if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in core2d.METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {', '.join(bad)} (choose from {', '.join(core2d.METHODS)})")
-    source = _source_from_args(args)
+    source = source_from_args(args)
     if source.n_frames < 2:
         raise ValueError(f"{args.input}: need at least 2 frames to compare warping")
     out = os.fspath(args.output)
@@ -122,7 +122,7 @@ def compare(args, log=sys.stderr):
     from tqdm import tqdm
 
     for m in tqdm(methods, desc="compare", file=sys.stderr, disable=args.quiet):
-        cmd = [sys.executable, "-m", "core2d.compare", "--worker", flows_path, m,
+        cmd = [sys.executable, "-m", "noisewarp.compare", "--worker", flows_path, m,
                os.path.join(out, m), str(args.channels), str(args.seed)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from core2d import io
-from core2d.cli import main
+from noisewarp import io
+from noisewarp.cli import main
 
 from .cli_util import H, W, constant_flows, write_vector_exrs
 

@@ -93,7 +93,7 @@ def demo(outdir, frames=48, size=256, method="particle", supersample=1, force=Fa
     noise = np.load(os.path.join(outdir, "noise.npy"), mmap_mode="r")
 
     # side-by-side preview: scene | warped noise | fresh noise (what "no warping" looks like)
-    from . import rng
+    from core2d import rng
 
     def fresh(t):
         n = scene.h * scene.w

@@ -1,4 +1,4 @@
-"""The pictures in docs/volumes.md (python -m noise3d.figures docs/img).
+"""The pictures in docs/volumes.md (python -m noisewarp.volume_figures docs/img).
 
 1. volume_slices.png: a Z slice of a volume warped along a rigid rotation about Z, next to
    the same slice of the source frame rotated by the true motion, for both methods.

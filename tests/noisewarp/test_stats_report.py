@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 
-from core2d.cli import main
-from core2d.stats import analyse
+from noisewarp.cli import main
+from noisewarp.stats import analyse
 
 T, H, W, C = 5, 32, 48, 4
 PLOTS = {"histogram.png", "autocorrelation.png", "per_frame.png", "coherence.png",

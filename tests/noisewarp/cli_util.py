@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from core2d import io
+from noisewarp import io
 
 H, W = 32, 48
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import core2d
-from core2d import io
-from core2d.sources import open_source
+from noisewarp import io
+from noisewarp.sources import open_source
 
 from .cli_util import H, W, constant_flows, shifted, write_vector_exrs
 
@@ -171,7 +171,7 @@ def test_mp4_writer_is_atomic_and_readable(tmp_path):
 
 
 def test_occlusion_mask_forward_backward_check():
-    from core2d.sources import occlusion_mask
+    from noisewarp.sources import occlusion_mask
 
     back = constant_flows(1, -2.0)[0]
     fwd = constant_flows(1, 2.0)[0]
@@ -183,10 +183,10 @@ def test_occlusion_mask_forward_backward_check():
 
 
 def test_warp_with_occlusions_stays_white(tmp_path):
-    from core2d.cli import main
+    from noisewarp.cli import main
 
     from .cli_util import write_video
-    from .helpers import assert_white
+    from ..core2d.helpers import assert_white
 
     v = write_video(tmp_path / "v.mp4", frames=4)
     assert main(["warp", str(v), "-o", str(tmp_path / "o"), "--occlusions", "-q"]) == 0

@@ -268,7 +268,10 @@ def _kernels():
     @ti.kernel
     def fill(P: nd(dtype=ti.f32, ndim=3), start: nd(dtype=ti.i32, ndim=1), area: nd(dtype=ti.f32, ndim=1),
              src: nd(dtype=ti.i32, ndim=1), w: nd(dtype=ti.f32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
-             v_out: nd(dtype=ti.f32, ndim=1), H: ti.i32, W: ti.i32):
+             v_out: nd(dtype=ti.f32, ndim=1), n: nd(dtype=ti.i32, ndim=1), lst: nd(dtype=ti.i32, ndim=1),
+             overflow: nd(dtype=ti.i32, ndim=1), K: ti.i32, H: ti.i32, W: ti.i32):
+        """Exact overlaps of each pixel's bounding-box cells (empty slots: src -1, w <= 0), v_out,
+        and each request listed under its cell (K fixed slots a cell; more sets `overflow`)."""
         for p in range(H * W):
             i0, i1, j0, j1 = bbox(P, p, H, W)
             r = start[p]
@@ -278,8 +281,14 @@ def _kernels():
                     A = overlap(P, p, ti.cast(cj, ti.f32), ti.cast(ci, ti.f32))
                     src[r] = -1                         # an empty slot: no overlap
                     if A > MIN_PIECE:
-                        src[r] = ci * W + cj
+                        c = ci * W + cj
+                        src[r] = c
                         a_in += A
+                        t = ti.atomic_add(n[c], 1)
+                        if t < K:
+                            lst[c * K + t] = r
+                        else:
+                            ti.atomic_max(overflow[0], 1)
                     w[r] = A
                     dst[r] = p
                     r += 1
@@ -333,30 +342,44 @@ def _kernels():
     return _K
 
 
-def step_taichi(x, flow, seed, frame, max_span=MAX_SPAN, footprint="quad"):
+MAX_SLOTS_KEPT = 16   # request slots per pixel whose scratch a warper keeps between steps
+
+
+def step_taichi(x, flow, seed, frame, max_span=MAX_SPAN, footprint="quad", work=None):
     """Exact overlaps materialised as requests, one slot per cell of each pixel's bounding box
-    (empty slots are skipped), then the shared split: the overlaps are computed once."""
+    (empty slots are skipped), then the shared split: the overlaps are computed once.
+
+    work: the caller's `partition.Workspace` (see particle.step_taichi). A frame that needs more
+    than MAX_SLOTS_KEPT slots per pixel (a zoom out beyond ~3×, a hostile map) gives that scratch
+    back when the step ends."""
     H, W, C = x.shape
     N = H * W
     count, fill, build = _kernels()
-    scratch = partition.scratch
-    Pf, area = scratch("grid.P", (N, 4, 2), np.float32), scratch("grid.area", (N,), np.float32)
+    own = work is None
+    work = partition.Workspace() if own else work
+    Pf, area = work.get("grid.P", (N, 4, 2), np.float32), work.get("grid.area", (N,), np.float32)
     if footprint == "box":
         P, out_area, n_bad = boxes(flow, max_span)
         Pf[:], area[:] = P.reshape(-1, 4, 2), out_area
     else:
-        bad = scratch("grid.bad", (N,), np.int32)
+        bad = work.get("grid.bad", (N,), np.int32)
         build(corner_positions(flow), flow, Pf, area, bad, float(max_span))
         n_bad = int(bad.sum())
-    n = scratch("grid.n", (N,), np.int32)
-    count(Pf, n, H, W)
-    start = scratch("grid.start", (N + 1,), np.int32)
+    slots = work.get("grid.slots", (N,), np.int32)
+    count(Pf, slots, H, W)
+    start = work.get("grid.start", (N + 1,), np.int32)
     start[0] = 0
-    np.cumsum(n, out=start[1:])
+    np.cumsum(slots, out=start[1:])
     R = int(start[-1])
-    src, dst = scratch("grid.src", (R,), np.int32), scratch("grid.dst", (R,), np.int32)
-    w, v_out = scratch("grid.w", (R,), np.float32), scratch("grid.v_out", (N,), np.float32)
-    fill(Pf, start, area, src, w, dst, v_out, H, W)
+    src, dst = work.get("grid.src", (R,), np.int32), work.get("grid.dst", (R,), np.int32)
+    w, v_out = work.get("grid.w", (R,), np.float32), work.get("grid.v_out", (N,), np.float32)
+    n = work.zeros("split.n", (N,), np.int32)
+    overflow = work.zeros("split.overflow", (1,), np.int32)
+    lst = work.get("split.list", (N * partition.K_SLOTS,), np.int32)
+    fill(Pf, start, area, src, w, dst, v_out, n, lst, overflow, partition.K_SLOTS, H, W)
     floor = 0.0 if footprint == "box" else 1.0
-    y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst, start, v_out, seed, frame, floor)
-    return y.reshape(H, W, C), {"fallback_pixels": n_bad}
+    y = np.empty(x.shape, np.float32) if own else work.other(x, x.shape)
+    partition.split_gather(np.ascontiguousarray(x.reshape(-1, C)), w, v_out, seed, frame, floor, work,
+                           y.reshape(N, C), n, bool(overflow[0]), src, partition.GENERAL, dst=dst, dst_start=start)
+    work.trim(MAX_SLOTS_KEPT * N)
+    return y, {"fallback_pixels": n_bad}

@@ -116,28 +116,50 @@ def _kernels():
     import taichi as ti
 
     nd = ti.types.ndarray
-    corner = _corner_func()
 
     @ti.kernel
-    def footprints(flow: nd(dtype=ti.f32, ndim=3), src: nd(dtype=ti.i32, ndim=1), w: nd(dtype=ti.f32, ndim=1),
-                   dst: nd(dtype=ti.i32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1), n: nd(dtype=ti.i32, ndim=1),
-                   nearest: ti.template()):
+    def footprints(flow: nd(dtype=ti.f32, ndim=3), w: nd(dtype=ti.f32, ndim=1), cell00: nd(dtype=ti.i32, ndim=1),
+                   v_out: nd(dtype=ti.f32, ndim=1), n: nd(dtype=ti.i32, ndim=1), lst: nd(dtype=ti.i32, ndim=1),
+                   overflow: nd(dtype=ti.i32, ndim=1), K: ti.i32, nearest: ti.template()):
+        """Each pixel: its 4 corner weights in request slots 4p..4p+3 (0: no request), v_out, the
+        cell of its corner (0, 0), and each request listed under its cell (K fixed slots a cell;
+        a cell with more sets `overflow`). Same float32 operations as `requests`."""
         H, W = flow.shape[0], flow.shape[1]
         for i, j in ti.ndrange(H, W):
             p = i * W + j
+            cx = ti.min(ti.max(ti.cast(j, ti.f32) + flow[i, j, 0], -2.0), ti.cast(W + 1, ti.f32))
+            cy = ti.min(ti.max(ti.cast(i, ti.f32) + flow[i, j, 1], -2.0), ti.cast(H + 1, ti.f32))
+            if ti.static(nearest):
+                cx = cx + 0.5
+                cy = cy + 0.5
+            j0 = ti.floor(cx)
+            i0 = ti.floor(cy)
+            fx = cx - j0
+            fy = cy - i0
+            ci0, cj0 = ti.cast(i0, ti.i32), ti.cast(j0, ti.i32)
+            cell00[p] = ci0 * W + cj0
             s = 0.0
-            for k in ti.static(range(4)):
-                c, wk = corner(flow, i, j, H, W, _CORNERS[k][0], _CORNERS[k][1], nearest)
-                src[4 * p + k] = c
-                w[4 * p + k] = wk
-                dst[4 * p + k] = p
-                if c >= 0:
+            for k in ti.static(range(4)):          # the footprint's 4 corners (not channels)
+                wk = 0.0
+                if ti.static(nearest):
+                    wk = 1.0 if ti.static(k == 0) else 0.0
+                else:
+                    wy = fy if ti.static(_CORNERS[k][0] == 1) else 1.0 - fy
+                    wx = fx if ti.static(_CORNERS[k][1] == 1) else 1.0 - fx
+                    wk = wy * wx
+                ci, cj = ci0 + _CORNERS[k][0], cj0 + _CORNERS[k][1]
+                w[4 * p + k] = 0.0
+                if ci >= 0 and ci < H and cj >= 0 and cj < W and wk > 0:
+                    w[4 * p + k] = wk
                     s += wk
-                    ti.atomic_add(n[c], 1)              # requests per cell, for the counting sort
+                    c = ci * W + cj
+                    t = ti.atomic_add(n[c], 1)
+                    if t < K:
+                        lst[c * K + t] = 4 * p + k
+                    else:
+                        ti.atomic_max(overflow[0], 1)
             v_out[p] = ti.max(1.0 - s, 0.0)
-            if ti.static(not nearest):
-                cx = ti.cast(j, ti.f32) + flow[i, j, 0]
-                cy = ti.cast(i, ti.f32) + flow[i, j, 1]
+            if ti.static(not nearest):             # a footprint inside the frame has no outside part
                 if cx >= 0 and cx <= W - 1 and cy >= 0 and cy <= H - 1:
                     v_out[p] = 0.0
 
@@ -145,31 +167,27 @@ def _kernels():
     return _K
 
 
-_STARTS = {}
+def step_taichi(x, flow, seed, frame, nearest=False, work=None):
+    """Fast path: the same requests and stream as `step_numpy` (4 fixed slots per pixel).
 
-
-def _slot_starts(N):
-    """0, 4, 8, ..., 4N: where each pixel's 4 fixed request slots begin (built once per size)."""
-    if N not in _STARTS:
-        _STARTS.clear()
-        _STARTS[N] = np.arange(0, 4 * N + 1, 4, dtype=np.int32)
-    return _STARTS[N]
-
-
-def step_taichi(x, flow, seed, frame, nearest=False):
-    """Fast path: the same requests and stream as `step_numpy` (4 fixed slots per pixel)."""
+    work: the caller's `partition.Workspace` (scratch, and the buffer the new state is written
+    to, used in turn with x's); None: temporary scratch and a new output array.
+    """
     H, W, C = x.shape
     N = H * W
-    scratch = partition.scratch
-    src, w = scratch("particle.src", (4 * N,), np.int32), scratch("particle.w", (4 * N,), np.float32)
-    dst, v_out = scratch("particle.dst", (4 * N,), np.int32), scratch("particle.v_out", (N,), np.float32)
-    n = scratch("particle.n", (N,), np.int32)
-    n.fill(0)
-    _kernels()(flow, src, w, dst, v_out, n, nearest)
-    dst_start = _slot_starts(N)
-    y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst, dst_start, v_out,
-                               seed, frame, 0.0, counts=n)
-    return y.reshape(H, W, C), {}
+    own = work is None
+    work = partition.Workspace() if own else work
+    w = work.get("particle.w", (4 * N,), np.float32)
+    cell00 = work.get("particle.cell00", (N,), np.int32)
+    v_out = work.get("particle.v_out", (N,), np.float32)
+    n = work.zeros("split.n", (N,), np.int32)
+    overflow = work.zeros("split.overflow", (1,), np.int32)
+    lst = work.get("split.list", (N * partition.K_SLOTS,), np.int32)
+    _kernels()(flow, w, cell00, v_out, n, lst, overflow, partition.K_SLOTS, nearest)
+    y = np.empty(x.shape, np.float32) if own else work.other(x, x.shape)
+    partition.split_gather(np.ascontiguousarray(x.reshape(-1, C)), w, v_out, seed, frame, 0.0, work,
+                           y.reshape(N, C), n, bool(overflow[0]), cell00, partition.PARTICLE, W=W)
+    return y, {}
 
 
 # ----------------------------------------------------------------------------- bilinear baseline
@@ -190,38 +208,41 @@ def bilinear_numpy(x, flow, seed, frame):
 _KB = None
 
 
-def bilinear_taichi(x, flow, seed, frame):
+def bilinear_taichi(x, flow, seed, frame, work=None):
     global _KB
     H, W, C = x.shape
     if _KB is None:
         import taichi as ti
 
-        _, gauss_pair, _ = rng.taichi_funcs()
+        site_key, gauss_at = rng.taichi_sites()
         nd = ti.types.ndarray
         corner = _corner_func()
 
         @ti.kernel
         def interp(x: nd(dtype=ti.f32, ndim=2), flow: nd(dtype=ti.f32, ndim=3), y: nd(dtype=ti.f32, ndim=2),
-                   seed: ti.u32, frame: ti.u32):
+                   fresh_base: ti.u32):
             H, W = flow.shape[0], flow.shape[1]
             C = x.shape[1]
             for i, j in ti.ndrange(H, W):
                 p = i * W + j
+                for ch in range(C):
+                    y[p, ch] = 0.0
                 s = 0.0
                 for k in ti.static(range(4)):
                     c, w = corner(flow, i, j, H, W, _CORNERS[k][0], _CORNERS[k][1], False)
                     if c >= 0:
                         s += w
                         for ch in range(C):
-                            y[p, ch] += w * x[c, ch]
+                            y[p, ch] = y[p, ch] + w * x[c, ch]
                 v = ti.max(1.0 - s, 0.0)
+                key = site_key(fresh_base, p, 0)
                 for pr in range((C + 1) // 2):
-                    f = gauss_pair(seed, frame, ti.u32(rng.FRESH), ti.cast(p, ti.u32), ti.u32(0), ti.cast(pr, ti.u32))
+                    f = gauss_at(key, ti.cast(pr, ti.u32))
                     for e in ti.static(range(2)):
                         if 2 * pr + e < C:
-                            y[p, 2 * pr + e] += v * f[e]
+                            y[p, 2 * pr + e] = y[p, 2 * pr + e] + v * f[e]
 
         _KB = interp
-    y = np.zeros((H * W, C), np.float32)
-    _KB(np.ascontiguousarray(x.reshape(-1, C)), flow, y, seed, frame)
-    return y.reshape(H, W, C), {}
+    y = np.empty(x.shape, np.float32) if work is None else work.other(x, x.shape)
+    _KB(np.ascontiguousarray(x.reshape(-1, C)), flow, y.reshape(H * W, C), np.uint32(rng.site_base(seed, frame, rng.FRESH)))
+    return y, {}

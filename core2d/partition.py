@@ -15,12 +15,14 @@ Every function works on flat indices (cells and destinations numbered 0..N-1, no
 [N, C]), so the 2D and 3D warpers share it unchanged.
 
 Two Taichi strategies compute the same stream (both agree with `split_requests`):
-- `split_taichi` (cell-major): requests are materialised and counting-sorted by cell, each
-  normal is drawn once; fastest, but needs R·C floats of scratch for R requests. The 2D
-  warpers use it.
+- `split_gather` (cell-major): requests are materialised in slots, listed per cell (fixed
+  slots, or a counting sort when a cell has more requests than slots), each normal is drawn
+  once; fastest, but needs R·C floats of scratch for R requests. The 2D warpers use it.
 - `taichi_funcs` (two passes over destinations with integer atomics): nothing materialised,
   each normal drawn twice; the 3D warper uses it, where 8 requests per voxel would make the
   scratch of the cell-major form several GB at 256³.
+Both loop over channels at run time, so one compiled kernel serves every channel count.
+Scratch arrays belong to a `Workspace`, which the warper owns.
 """
 import numpy as np
 
@@ -84,19 +86,75 @@ def finish(y, asum, v_out, seed, frame):
     return np.where(tot > 0, out, f).astype(np.float32)
 
 
+# ----------------------------------------------------------------------------- scratch memory
+class Workspace:
+    """Scratch arrays of the Taichi path, owned by one warper and released with it.
+
+    Arrays are reused between steps (a fresh full-frame array costs its page faults every
+    frame) and grow by 5/4 when a step needs more. `trim(rows)` drops any array longer than
+    `rows`: the steps call it so that one hostile frame (millions of requests) does not leave
+    its scratch behind for the rest of the warper's life. Not shared between threads.
+    """
+
+    def __init__(self):
+        self._arrays = {}
+        self._states = []
+
+    def get(self, name, shape, dtype):
+        """An array of this shape (contents undefined), reused when one is big enough."""
+        shape = tuple(int(v) for v in shape)
+        a = self._arrays.get(name)
+        if a is None or a.shape[1:] != shape[1:] or a.dtype != np.dtype(dtype) or a.shape[0] < shape[0]:
+            grow = a is not None and a.shape[1:] == shape[1:] and a.dtype == np.dtype(dtype)
+            rows = max(shape[0], a.shape[0] * 5 // 4) if grow else shape[0]
+            self._arrays[name] = a = None                # let the old one go before allocating
+            a = self._arrays[name] = np.empty((rows,) + shape[1:], dtype)
+        return a[:shape[0]]                          # leading rows of a C-contiguous array: contiguous
+
+    def zeros(self, name, shape, dtype):
+        a = self.get(name, shape, dtype)
+        a.fill(0)
+        return a
+
+    def other(self, x, shape, dtype=np.float32):
+        """An output array of this shape that does not share memory with x: two buffers used in
+        turn, so a step writes the new state beside the old one without allocating."""
+        shape = tuple(int(v) for v in shape)
+        for a in self._states:
+            if a.shape == shape and a.dtype == np.dtype(dtype) and not np.may_share_memory(a, x):
+                return a
+        self._states = [a for a in self._states if a.shape == shape and a.dtype == np.dtype(dtype)][:1]
+        a = np.empty(shape, dtype)
+        self._states.append(a)
+        return a
+
+    def trim(self, rows):
+        for name, a in list(self._arrays.items()):
+            if a.shape[0] > rows:
+                del self._arrays[name]
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for a in self._arrays.values()) + sum(a.nbytes for a in self._states)
+
+
 # ----------------------------------------------------------------------------- Taichi side
 _TI = None
 _TI_PIECE = []  # (bridge_piece, q): shared by both strategies
 
 
 def taichi_funcs():
-    """Taichi versions of the two passes: `request` (pass 1, atomics) and `take` / `finish` (pass 2)."""
+    """Taichi versions of the two passes: `request` (pass 1, atomics) and `take` / `finish` (pass 2).
+
+    Draw sites are keyed from `rng.site_base(seed, frame, stream)` passed by the caller (one
+    base per stream: PIECE, LEFTOVER, FRESH); channels are a run-time loop over pairs.
+    """
     global _TI
     if _TI is not None:
         return _TI
     import taichi as ti
 
-    _, gauss_pair, _ = rng.taichi_funcs()
+    site_key, gauss_at = rng.taichi_sites()
 
     @ti.func
     def q(v):
@@ -112,19 +170,20 @@ def taichi_funcs():
         return v
 
     @ti.func
-    def request(T: ti.template(), U: ti.template(), c, p, w, seed, frame, channels):
+    def request(T: ti.template(), U: ti.template(), c, p, w, piece_base, channels):
         """Pass 1: add request (c -> p, weight w) to T_c and U_c = Σ sqrt(w) n."""
         ti.atomic_add(T[c], q(w))
         sw = ti.sqrt(w)
+        key = site_key(piece_base, c, p)
         for k in range((channels + 1) // 2):
-            g = gauss_pair(seed, frame, ti.u32(rng.PIECE), ti.cast(c, ti.u32), ti.cast(p, ti.u32),
-                           ti.cast(k, ti.u32))
+            g = gauss_at(key, ti.cast(k, ti.u32))
             ti.atomic_add(U[c, 2 * k], q(sw * g[0]))
             if 2 * k + 1 < channels:
                 ti.atomic_add(U[c, 2 * k + 1], q(sw * g[1]))
 
     @ti.func
-    def take(x: ti.template(), T: ti.template(), U: ti.template(), y: ti.template(), c, p, w, floor, seed, frame, channels):
+    def take(x: ti.template(), T: ti.template(), U: ti.template(), y: ti.template(), c, p, w, floor,
+             piece_base, left_base, channels):
         """Pass 2: add the piece of cell c for destination p to y[p]; return its area fraction a."""
         Tc = ti.cast(T[c], ti.f32) * (1.0 / SCALE)
         den = ti.max(Tc, floor)
@@ -133,52 +192,65 @@ def taichi_funcs():
         rs = 1.0 / ti.sqrt(den)
         sa = ti.sqrt(a)
         sa0 = ti.sqrt(a0)
+        key = site_key(piece_base, c, p)
+        lkey = site_key(left_base, c, 0)
         for k in range((channels + 1) // 2):
-            g = gauss_pair(seed, frame, ti.u32(rng.PIECE), ti.cast(c, ti.u32), ti.cast(p, ti.u32),
-                           ti.cast(k, ti.u32))
+            g = gauss_at(key, ti.cast(k, ti.u32))
             g0 = ti.Vector([0.0, 0.0], ti.f32)
             if a0 > 0:
-                g0 = gauss_pair(seed, frame, ti.u32(rng.LEFTOVER), ti.cast(c, ti.u32), ti.u32(0),
-                                ti.cast(k, ti.u32))
-            for e in ti.static(range(2)):
+                g0 = gauss_at(lkey, ti.cast(k, ti.u32))
+            for e in ti.static(range(2)):            # the two channels of a pair, not all channels
                 ch = 2 * k + e
                 if ch < channels:
                     S = ti.cast(U[c, ch], ti.f32) * (1.0 / SCALE) * rs
                     if a0 > 0:
                         S = S + sa0 * g0[e]
-                    y[p, ch] += bridge_piece(a, sa, x[c, ch], g[e], S)
+                    y[p, ch] = y[p, ch] + bridge_piece(a, sa, x[c, ch], g[e], S)  # p is this thread's
         return a
 
     @ti.func
-    def finish_one(y: ti.template(), p, asum, v_out, seed, frame, channels):
+    def finish_one(y: ti.template(), p, asum, v_out, fresh_base, channels):
+        """Fresh noise for the area v_out outside the frame, then unit variance (fresh N(0,1) if
+        nothing was received). Same operations as `finish`."""
         tot = asum + v_out
-        sv = ti.sqrt(v_out)
-        if v_out == 0 and tot > 0:  # nothing fresh to add: just normalise
-            if tot != 1.0:
-                st = ti.sqrt(tot)
-                for ch in range(channels):
-                    y[p, ch] = y[p, ch] / st
-        for k in range((channels + 1) // 2 if v_out > 0 or tot <= 0 else 0):
-            f = gauss_pair(seed, frame, ti.u32(rng.FRESH), ti.cast(p, ti.u32), ti.u32(0), ti.cast(k, ti.u32))
-            for e in ti.static(range(2)):
-                ch = 2 * k + e
-                if ch < channels:
-                    if tot > 0:
-                        y[p, ch] = (y[p, ch] + sv * f[e]) / ti.sqrt(tot)
-                    else:
-                        y[p, ch] = f[e]
+        if v_out > 0 or tot <= 0:
+            sv = ti.sqrt(v_out)
+            st = ti.sqrt(tot)
+            key = site_key(fresh_base, p, 0)
+            for k in range((channels + 1) // 2):
+                f = gauss_at(key, ti.cast(k, ti.u32))
+                for e in ti.static(range(2)):
+                    ch = 2 * k + e
+                    if ch < channels:
+                        if tot > 0:
+                            y[p, ch] = (y[p, ch] + sv * f[e]) / st
+                        else:
+                            y[p, ch] = f[e]
+        elif tot != 1.0:
+            st = ti.sqrt(tot)
+            for ch in range(channels):
+                y[p, ch] = y[p, ch] / st
 
     _TI = (request, take, finish_one)
     _TI_PIECE[:] = [bridge_piece, q]
     return _TI
 
 
+def bases(seed, frame):
+    """(PIECE, LEFTOVER, FRESH) site bases of one step, as the kernels take them."""
+    return tuple(np.uint32(rng.site_base(seed, frame, s)) for s in (rng.PIECE, rng.LEFTOVER, rng.FRESH))
+
+
 # ------------------------------------------------------------------ Taichi: cell-major split
+PARTICLE, GENERAL = 0, 1   # request slots: 4 per destination (r = 4p + corner), or grouped by dst_start
+G = 4                      # channels per group: the kernels loop over groups at run time
+K_SLOTS = 8                # requests listed per cell in fixed slots; a cell with more: counting sort
 _TS = None
 
 
 def _split_kernels():
-    """Kernels of `split_taichi`: counting sort of requests by cell, one thread per cell, gather."""
+    """Kernels of the cell-major split. Channels are a run-time loop over groups of G: one
+    compiled kernel serves every channel count (unrolled, 16 channels took minutes to compile)."""
     global _TS
     if _TS is not None:
         return _TS
@@ -186,154 +258,192 @@ def _split_kernels():
 
     taichi_funcs()
     bridge_piece, q = _TI_PIECE
+    site_key, gauss_at = rng.taichi_sites()
     nd = ti.types.ndarray
 
     @ti.kernel
-    def count(src: nd(dtype=ti.i32, ndim=1), n: nd(dtype=ti.i32, ndim=1)):
-        for r in range(src.shape[0]):
-            if src[r] >= 0:
-                ti.atomic_add(n[src[r]], 1)
-
-    @ti.kernel
-    def fill(src: nd(dtype=ti.i32, ndim=1), start: nd(dtype=ti.i32, ndim=1), cursor: nd(dtype=ti.i32, ndim=1),
-             by_cell: nd(dtype=ti.i32, ndim=1)):
-        for r in range(src.shape[0]):
-            c = src[r]
-            if c >= 0:
+    def fill(cell: nd(dtype=ti.i32, ndim=1), w: nd(dtype=ti.f32, ndim=1), start: nd(dtype=ti.i32, ndim=1),
+             cursor: nd(dtype=ti.i32, ndim=1), by_cell: nd(dtype=ti.i32, ndim=1), W: ti.i32, mode: ti.template()):
+        """Counting sort of the requests by cell: cell[r], or for PARTICLE the cell of corner r % 4
+        from the pixel's corner-(0, 0) cell cell[r // 4] in a frame W cells wide."""
+        for r in range(w.shape[0]):
+            if w[r] > 0:
+                c = 0
+                if ti.static(mode == PARTICLE):
+                    k = r & 3
+                    c = cell[r >> 2] + (k >> 1) * W + (k & 1)
+                else:
+                    c = cell[r]
                 by_cell[start[c] + ti.atomic_add(cursor[c], 1)] = r
 
-    key_of, gauss_at = rng.taichi_keyed()
-
     @ti.kernel
-    def split(x: nd(dtype=ti.f32, ndim=2), w: nd(dtype=ti.f32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
-              start: nd(dtype=ti.i32, ndim=1), by_cell: nd(dtype=ti.i32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),
-              area: nd(dtype=ti.f32, ndim=1), seed: ti.u32, frame: ti.u32, floor: ti.f32, C: ti.template()):
-        P = ti.static((C + 1) // 2)
+    def split(x: nd(dtype=ti.f32, ndim=2), w: nd(dtype=ti.f32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),
+              key: nd(dtype=ti.u32, ndim=1), n: nd(dtype=ti.i32, ndim=1), start: nd(dtype=ti.i32, ndim=1),
+              by_cell: nd(dtype=ti.i32, ndim=1), dst: nd(dtype=ti.i32, ndim=1), K: ti.i32,
+              piece_base: ti.u32, left_base: ti.u32, floor: ti.f32, mode: ti.template()):
+        """One thread per cell: T_c (exact fixed point), the cell's normals (each drawn once),
+        S_c = Σ z per channel, then every piece a x + sqrt(a) n - a S in place of its normal;
+        w[r] becomes the area fraction a = w / max(T_c, floor). The cell's requests are
+        by_cell[c K : c K + n[c]] (fixed slots) or by_cell[start[c] : start[c + 1]] (K = 0)."""
+        C = x.shape[1]
         for c in range(x.shape[0]):
-            s0, s1 = start[c], start[c + 1]
-            whole = False
-            if s1 - s0 == 1:                          # one requester taking all of the cell
-                r = by_cell[s0]                       # (static regions): piece = x, no draws
-                Tc = ti.cast(q(w[r]), ti.f32) * (1.0 / SCALE)
-                a = w[r] / ti.max(Tc, floor)
-                if a >= 1.0:
-                    whole = True
-                    area[r] = a
-                    for ch in ti.static(range(C)):
-                        piece[r, ch] = x[c, ch]
-            if s1 > s0 and not whole:
+            base, cnt = c * K, 0
+            if K > 0:
+                cnt = n[c]
+            else:
+                base = start[c]
+                cnt = start[c + 1] - base
+            if cnt > 0:
                 T = ti.i64(0)
-                U = ti.Vector.zero(ti.i64, 2 * P)
-                for t in range(s0, s1):               # T_c and the bridge's Σ sqrt(w) n: exact fixed point
-                    r = by_cell[t]
-                    T += q(w[r])
-                    sw = ti.sqrt(w[r])
-                    key = key_of(seed, frame, ti.u32(rng.PIECE), ti.cast(c, ti.u32), ti.cast(dst[r], ti.u32))
-                    for k in ti.static(range(P)):
-                        g = gauss_at(key, ti.u32(k))
-                        for e in ti.static(range(2)):
-                            if ti.static(2 * k + e < C):
-                                U[2 * k + e] += q(sw * g[e])
-                                piece[r, 2 * k + e] = g[e]
+                for i in range(base, base + cnt):
+                    T += q(w[by_cell[i]])
                 Tc = ti.cast(T, ti.f32) * (1.0 / SCALE)
                 den = ti.max(Tc, floor)
-                a0 = ti.max(1.0 - Tc / den, 0.0)
-                rs = 1.0 / ti.sqrt(den)
-                S = ti.Vector.zero(ti.f32, 2 * P)
-                for ch in ti.static(range(C)):
-                    S[ch] = ti.cast(U[ch], ti.f32) * (1.0 / SCALE) * rs
-                if a0 > 0:
+                r0 = by_cell[base]
+                if cnt == 1 and w[r0] / den >= 1.0:  # one requester taking the whole cell (static
+                    w[r0] = w[r0] / den              # regions): its piece is x, no draws at all
+                    for ch in range(C):
+                        piece[r0, ch] = x[c, ch]
+                else:
+                    a0 = ti.max(1.0 - Tc / den, 0.0)
+                    rs = 1.0 / ti.sqrt(den)
                     sa0 = ti.sqrt(a0)
-                    lkey = key_of(seed, frame, ti.u32(rng.LEFTOVER), ti.cast(c, ti.u32), ti.u32(0))
-                    for k in ti.static(range(P)):
-                        g0 = gauss_at(lkey, ti.u32(k))
-                        for e in ti.static(range(2)):
-                            S[2 * k + e] += sa0 * g0[e]
-                for t in range(s0, s1):               # pieces: a x + sqrt(a) n - a S
-                    r = by_cell[t]
-                    a = w[r] / den
-                    sa = ti.sqrt(a)
-                    area[r] = a
-                    for ch in ti.static(range(C)):
-                        piece[r, ch] = bridge_piece(a, sa, x[c, ch], piece[r, ch], S[ch])
+                    lkey = site_key(left_base, c, 0)
+                    for gi in range((C + G - 1) // G):   # channel groups: a run-time loop
+                        g0 = gi * G
+                        U = ti.Vector.zero(ti.i64, G)
+                        for i in range(base, base + cnt):    # normals, U = Σ sqrt(w) n
+                            r = by_cell[i]
+                            kr = ti.u32(0)
+                            if gi == 0:
+                                p = r >> 2
+                                if ti.static(mode == GENERAL):
+                                    p = dst[r]
+                                kr = site_key(piece_base, c, p)
+                                if C > G:
+                                    key[r] = kr
+                            else:
+                                kr = key[r]
+                            sw = ti.sqrt(w[r])
+                            for h in ti.static(range(G // 2)):
+                                if g0 + 2 * h < C:
+                                    g = gauss_at(kr, ti.cast(gi * (G // 2) + h, ti.u32))
+                                    for e in ti.static(range(2)):
+                                        if g0 + 2 * h + e < C:
+                                            U[2 * h + e] += q(sw * g[e])
+                                            piece[r, g0 + 2 * h + e] = g[e]
+                        Sg = ti.Vector.zero(ti.f32, G)
+                        xc = ti.Vector.zero(ti.f32, G)
+                        for e in ti.static(range(G)):
+                            Sg[e] = ti.cast(U[e], ti.f32) * (1.0 / SCALE) * rs
+                            if g0 + e < C:
+                                xc[e] = x[c, g0 + e]
+                        if a0 > 0:                           # the unrequested leftover's z
+                            for h in ti.static(range(G // 2)):
+                                if g0 + 2 * h < C:
+                                    g = gauss_at(lkey, ti.cast(gi * (G // 2) + h, ti.u32))
+                                    for e in ti.static(range(2)):
+                                        Sg[2 * h + e] += sa0 * g[e]
+                        for i in range(base, base + cnt):    # pieces, in place of the normals
+                            r = by_cell[i]
+                            a = w[r] / den
+                            sa = ti.sqrt(a)
+                            for e in ti.static(range(G)):
+                                if g0 + e < C:
+                                    piece[r, g0 + e] = bridge_piece(a, sa, xc[e], piece[r, g0 + e], Sg[e])
+                    for i in range(base, base + cnt):
+                        r = by_cell[i]
+                        w[r] = w[r] / den
 
     @ti.kernel
-    def gather(src: nd(dtype=ti.i32, ndim=1), dst_start: nd(dtype=ti.i32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),
-               area: nd(dtype=ti.f32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1), y: nd(dtype=ti.f32, ndim=2),
-               seed: ti.u32, frame: ti.u32, C: ti.template()):
-        """Each destination: its pieces summed in order, fresh noise for v_out, unit variance."""
-        P = ti.static((C + 1) // 2)
+    def gather(piece: nd(dtype=ti.f32, ndim=2), a: nd(dtype=ti.f32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1),
+               y: nd(dtype=ti.f32, ndim=2), dst_start: nd(dtype=ti.i32, ndim=1), fresh_base: ti.u32,
+               mode: ti.template()):
+        """Each destination: its pieces summed in request order (a request with a <= 0 is an
+        empty slot), then fresh noise for the area outside the frame and unit variance (`finish`)."""
+        C = y.shape[1]
         for p in range(y.shape[0]):
-            acc = ti.Vector.zero(ti.f32, 2 * P)
+            r0, r1 = 4 * p, 4 * p + 4
+            if ti.static(mode == GENERAL):
+                r0, r1 = dst_start[p], dst_start[p + 1]
             asum = 0.0
-            for r in range(dst_start[p], dst_start[p + 1]):
-                if src[r] >= 0:
-                    asum += area[r]
-                    for ch in ti.static(range(C)):
-                        acc[ch] += piece[r, ch]
+            for r in range(r0, r1):
+                if a[r] > 0:
+                    asum += a[r]
             vo = v_out[p]
             tot = asum + vo
-            if vo > 0 or tot <= 0:
-                key = key_of(seed, frame, ti.u32(rng.FRESH), ti.cast(p, ti.u32), ti.u32(0))
-                sv = ti.sqrt(vo)
-                for k in ti.static(range(P)):
-                    f = gauss_at(key, ti.u32(k))
-                    for e in ti.static(range(2)):
-                        if tot > 0:
-                            acc[2 * k + e] = (acc[2 * k + e] + sv * f[e]) / ti.sqrt(tot)
-                        else:
-                            acc[2 * k + e] = f[e]
-            elif tot != 1.0:
-                st = ti.sqrt(tot)
-                for ch in ti.static(range(C)):
-                    acc[ch] = acc[ch] / st
-            for ch in ti.static(range(C)):
-                y[p, ch] = acc[ch]
+            fresh = vo > 0 or tot <= 0
+            st = ti.sqrt(tot)
+            sv = ti.sqrt(vo)
+            fkey = ti.u32(0)
+            if fresh:
+                fkey = site_key(fresh_base, p, 0)
+            for gi in range((C + G - 1) // G):       # channel groups: a run-time loop
+                g0 = gi * G
+                acc = ti.Vector.zero(ti.f32, G)
+                for r in range(r0, r1):
+                    if a[r] > 0:
+                        for e in ti.static(range(G)):
+                            if g0 + e < C:
+                                acc[e] += piece[r, g0 + e]
+                if fresh:
+                    for h in ti.static(range(G // 2)):
+                        if g0 + 2 * h < C:
+                            f = gauss_at(fkey, ti.cast(gi * (G // 2) + h, ti.u32))
+                            for e in ti.static(range(2)):
+                                if tot > 0:
+                                    acc[2 * h + e] = (acc[2 * h + e] + sv * f[e]) / st
+                                else:
+                                    acc[2 * h + e] = f[e]
+                elif tot != 1.0:
+                    acc = acc / st
+                for e in ti.static(range(G)):
+                    if g0 + e < C:
+                        y[p, g0 + e] = acc[e]
 
-    _TS = (count, fill, split, gather)
+    _TS = (fill, split, gather)
     return _TS
 
 
-_BUFFERS = {}
+_NONE = {}
 
 
-def scratch(name, shape, dtype):
-    """A reusable scratch array (contents undefined): per-step allocations of tens of MB would
-    otherwise cost page faults every frame. Not shared between threads."""
-    shape = tuple(int(v) for v in shape)
-    a = _BUFFERS.get(name)
-    if a is None or a.shape[1:] != shape[1:] or a.dtype != np.dtype(dtype) or a.shape[0] < shape[0]:
-        rows = shape[0] if a is None or a.shape[1:] != shape[1:] else max(shape[0], a.shape[0] * 5 // 4)
-        a = _BUFFERS[name] = np.empty((rows,) + shape[1:], dtype)
-    return a[:shape[0]]                         # leading rows of a C-contiguous array: contiguous
+def _none(dtype):
+    """A one-element placeholder for kernel arguments a mode does not use."""
+    if dtype not in _NONE:
+        _NONE[dtype] = np.zeros(1, dtype)
+    return _NONE[dtype]
 
 
-def split_taichi(x, src, w, dst, dst_start, v_out, seed, frame, floor, counts=None):
-    """Taichi version of `split_requests` + `finish`, on materialised requests.
+def split_gather(x, w, v_out, seed, frame, floor, work, out, n, overflow, cell, mode, W=0, dst=None,
+                 dst_start=None):
+    """Cell-major split then per-destination gather (the Taichi form of `split_requests` + `finish`).
 
-    src [R] int32 cell of each request (-1: an unused slot), w [R] float32, dst [R] int32 its
-    destination; requests are grouped by destination: those of p are dst_start[p]:dst_start[p+1]
-    in summation order. Requests are sorted by cell with a counting sort, then one thread per
-    cell computes T_c, S_c and every piece of the cell (each normal is drawn once, no float
-    atomics); a last pass sums each destination's pieces in order. Returns y [n_dst, C].
-    `counts`: the number of requests of each cell, when the caller counted them already.
+    x [n_cells, C]; w [R] float32 request weights (0 or less: an empty slot), overwritten by the
+    area fractions; v_out [n_dst]. Slots: mode PARTICLE, 4 per destination (r = 4p + corner);
+    GENERAL, destination p's are dst_start[p]:dst_start[p+1] in summation order, dst[r] its
+    destination. The caller has listed each cell's requests in fixed slots `work['split.list']`
+    [n_cells·K_SLOTS] with n [n_cells] requests per cell; overflow: a cell had more, so they are
+    counting-sorted instead, using `cell` (GENERAL: cell[r]; PARTICLE: each pixel's corner-(0, 0)
+    cell in a frame W wide).
+    Writes y [n_dst, C] into `out` and returns it.
     """
-    count, fill, split, gather = _split_kernels()
+    fill, split, gather = _split_kernels()
     n_cells, C = x.shape
-    n = counts
-    if n is None:
-        n = scratch("split.n", (n_cells,), np.int32)
-        n.fill(0)
-        count(src, n)
-    start = scratch("split.start", (n_cells + 1,), np.int32)
-    start[0] = 0
-    np.cumsum(n, out=start[1:])
-    by_cell = scratch("split.by_cell", (max(int(start[-1]), 1),), np.int32)
-    n.fill(0)                                   # reused as the per-cell cursor
-    fill(src, start, n, by_cell)
-    piece = scratch("split.piece", (src.shape[0], C), np.float32)
-    area = scratch("split.area", (src.shape[0],), np.float32)
-    split(x, w, dst, start, by_cell, piece, area, seed, frame, float(floor), C)
-    y = np.empty((v_out.shape[0], C), np.float32)
-    gather(src, dst_start, piece, area, v_out, y, seed, frame, C)
-    return y
+    R = w.shape[0]
+    i32 = np.int32
+    K, start, by_cell = K_SLOTS, _none(i32), work.get("split.list", (n_cells * K_SLOTS,), i32)
+    if overflow:
+        K = 0
+        start = work.get("split.start", (n_cells + 1,), i32)
+        start[0] = 0
+        np.cumsum(n, out=start[1:])
+        by_cell = work.get("split.sorted", (max(int(start[-1]), 1),), i32)
+        fill(cell, w, start, work.zeros("split.cursor", (n_cells,), i32), by_cell, W, mode)
+    piece = work.get("split.pieces", (R, C), np.float32)
+    key = work.get("split.keys", (R if C > G else 1,), np.uint32)
+    pb, lb, fb = bases(seed, frame)
+    dst = _none(i32) if dst is None else dst
+    split(x, w, piece, key, n, start, by_cell, dst, K, pb, lb, float(floor), mode)
+    gather(piece, w, v_out, out, _none(i32) if dst_start is None else dst_start, fb, mode)
+    return out

@@ -10,7 +10,7 @@ min), so no sub-pixel is used twice and the frame stays white; the others get fr
 """
 import numpy as np
 
-from . import grid, rng
+from . import grid, partition, rng
 
 
 def _subpixels(seed, frame, cells, sub, k, channels):
@@ -93,19 +93,17 @@ def _kernels():
         return _K
     import taichi as ti
 
-    _, gauss_pair, _ = rng.taichi_funcs()
+    site_key, gauss_at = rng.taichi_sites()
     nd = ti.types.ndarray
 
     @ti.kernel
-    def zbar_kernel(zb: nd(dtype=ti.f32, ndim=2), k: ti.i32, seed: ti.u32, frame: ti.u32):
+    def zbar_kernel(zb: nd(dtype=ti.f32, ndim=2), k: ti.i32, sub_base: ti.u32):
         C = zb.shape[1]
         for c in range(zb.shape[0]):
             for pr in range((C + 1) // 2):
                 acc = ti.Vector([0.0, 0.0], ti.f32)
                 for s in range(k * k):
-                    g = gauss_pair(seed, frame, ti.u32(rng.SUBPIXEL), ti.cast(c, ti.u32), ti.cast(s, ti.u32),
-                                   ti.cast(pr, ti.u32))
-                    acc += g / ti.cast(k, ti.f32)
+                    acc += gauss_at(site_key(sub_base, c, s), ti.cast(pr, ti.u32)) / ti.cast(k, ti.f32)
                 for e in ti.static(range(2)):
                     if 2 * pr + e < C:
                         zb[c, 2 * pr + e] = acc[e] / ti.cast(k * k, ti.f32)
@@ -148,10 +146,12 @@ def _kernels():
     @ti.kernel
     def gather(x: nd(dtype=ti.f32, ndim=2), P: nd(dtype=ti.f32, ndim=3), area: nd(dtype=ti.f32, ndim=1),
                zb: nd(dtype=ti.f32, ndim=2), owner: nd(dtype=ti.i32, ndim=1), y: nd(dtype=ti.f32, ndim=2),
-               H: ti.i32, W: ti.i32, k: ti.i32, seed: ti.u32, frame: ti.u32):
+               H: ti.i32, W: ti.i32, k: ti.i32, sub_base: ti.u32, fresh_base: ti.u32):
         C = x.shape[1]
         kf = ti.cast(k, ti.f32)
         for p in range(H * W):
+            for ch in range(C):
+                y[p, ch] = 0.0
             x0, x1, y0, y1 = sub_bbox(P, p, H, W, k)
             count = 0
             for sy in range(y0, y1 + 1):
@@ -159,20 +159,20 @@ def _kernels():
                     if owner[sy * W * k + sx] == p and inside(P, p, (ti.cast(sx, ti.f32) + 0.5) / kf,
                                                              (ti.cast(sy, ti.f32) + 0.5) / kf):
                         c = (sy // k) * W + (sx // k)
-                        sub = (sy % k) * k + (sx % k)
+                        key = site_key(sub_base, c, (sy % k) * k + (sx % k))
                         count += 1
                         for pr in range((C + 1) // 2):
-                            g = gauss_pair(seed, frame, ti.u32(rng.SUBPIXEL), ti.cast(c, ti.u32),
-                                           ti.cast(sub, ti.u32), ti.cast(pr, ti.u32))
+                            g = gauss_at(key, ti.cast(pr, ti.u32))
                             for e in ti.static(range(2)):
                                 ch = 2 * pr + e
                                 if ch < C:
-                                    y[p, ch] += x[c, ch] / ti.cast(k * k, ti.f32) + g[e] / kf - zb[c, ch]
+                                    y[p, ch] = y[p, ch] + (x[c, ch] / ti.cast(k * k, ti.f32) + g[e] / kf - zb[c, ch])
             cnt = ti.cast(count, ti.f32) / ti.cast(k * k, ti.f32)
             v_out = ti.max(area[p] - cnt, 0.0)
             tot = cnt + v_out
+            fkey = site_key(fresh_base, p, 0)
             for pr in range((C + 1) // 2):
-                f = gauss_pair(seed, frame, ti.u32(rng.FRESH), ti.cast(p, ti.u32), ti.u32(0), ti.cast(pr, ti.u32))
+                f = gauss_at(fkey, ti.cast(pr, ti.u32))
                 for e in ti.static(range(2)):
                     ch = 2 * pr + e
                     if ch < C:
@@ -185,16 +185,21 @@ def _kernels():
     return _K
 
 
-def step_taichi(x, flow, seed, frame, k=4, max_span=grid.MAX_SPAN):
+def step_taichi(x, flow, seed, frame, k=4, max_span=grid.MAX_SPAN, work=None):
     H, W, C = x.shape
     P, bad = grid.quads(grid.corner_positions(flow), flow, max_span)
     Pf = np.ascontiguousarray(P.reshape(-1, 4, 2))
     area = np.ascontiguousarray(grid.outside_area(Pf, H, W))
     zbar_kernel, own, gather = _kernels()
-    zb = np.zeros((H * W, C), np.float32)
-    zbar_kernel(zb, k, seed, frame)
-    owner = np.full(H * W * k * k, H * W, np.int32)
+    sub_base, fresh_base = (np.uint32(rng.site_base(seed, frame, s)) for s in (rng.SUBPIXEL, rng.FRESH))
+    mine = work is None
+    work = partition.Workspace() if mine else work
+    zb = work.get("upsample.zbar", (H * W, C), np.float32)
+    zbar_kernel(zb, k, sub_base)
+    owner = work.get("upsample.owner", (H * W * k * k,), np.int32)
+    owner.fill(H * W)
     own(Pf, owner, H, W, k)
-    y = np.zeros((H * W, C), np.float32)
-    gather(np.ascontiguousarray(x.reshape(-1, C)), Pf, area, zb, owner, y, H, W, k, seed, frame)
-    return y.reshape(H, W, C), {"fallback_pixels": int(bad.sum())}
+    y = np.empty(x.shape, np.float32) if mine else work.other(x, x.shape)
+    gather(np.ascontiguousarray(x.reshape(-1, C)), Pf, area, zb, owner, y.reshape(H * W, C), H, W, k, sub_base,
+           fresh_base)
+    return y, {"fallback_pixels": int(bad.sum())}

@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from . import gp, grid, particle, rng, upsample
+from . import gp, grid, particle, partition, rng, upsample
 from .flow import invert_flow
 from .ops import check_flow, degrade, pool, upsample_flow
 
@@ -101,6 +101,7 @@ class NoiseWarper:
         self.degrade = self._check_alpha(degrade)
         self.frame = 0
         self.last_stats = {}
+        self._work = partition.Workspace()   # the Taichi path's scratch and state buffers: freed with the warper
         S = self.supersample
         self._shape = (self.height * S, self.width * S)
         if method == "gp":
@@ -151,7 +152,7 @@ class NoiseWarper:
         config = dict(height=self.height, width=self.width, channels=self.channels, method=self.method,
                       seed=self.seed, backend=self.backend_requested, frame=self.frame,
                       **{k: getattr(self, k) for k in _OPTIONS if k != "degrade"})
-        d = {"config": json.dumps(config), "state": self._state}
+        d = {"config": json.dumps(config), "state": self._state.copy()}  # the state buffer is reused
         d["degrade"] = np.asarray(self.degrade, np.float32)
         return d
 
@@ -215,21 +216,22 @@ class NoiseWarper:
     def _advance(self, flow, frame):
         x, key, m = self._state, self._key, self.method
         numpy = self.backend == "numpy"
+        kw = {} if numpy else {"work": self._work}
         if m == "particle" and self.footprint == "jacobian":
             f = grid.step_numpy if numpy else grid.step_taichi
-            return f(x, flow, key, frame, max_span=self.max_span, footprint="box")
+            return f(x, flow, key, frame, max_span=self.max_span, footprint="box", **kw)
         if m in ("particle", "nearest"):
             f = particle.step_numpy if numpy else particle.step_taichi
-            return f(x, flow, key, frame, nearest=(m == "nearest"))
+            return f(x, flow, key, frame, nearest=(m == "nearest"), **kw)
         if m == "grid":
             f = grid.step_numpy if numpy else grid.step_taichi
-            return f(x, flow, key, frame, max_span=self.max_span)
+            return f(x, flow, key, frame, max_span=self.max_span, **kw)
         if m == "upsample":
             f = upsample.step_numpy if numpy else upsample.step_taichi
-            return f(x, flow, key, frame, k=self.upsample_k, max_span=self.max_span)
+            return f(x, flow, key, frame, k=self.upsample_k, max_span=self.max_span, **kw)
         if m == "bilinear":
             f = particle.bilinear_numpy if numpy else particle.bilinear_taichi
-            return f(x, flow, key, frame)
+            return f(x, flow, key, frame, **kw)
         if m == "gp":
             return gp.compose_positions(x, flow), {}
         if m == "fixed":

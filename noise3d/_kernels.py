@@ -70,7 +70,7 @@ def build():
 
     @ti.kernel
     def pass1(flow: ti.types.ndarray(), T: ti.types.ndarray(), U: ti.types.ndarray(),
-              nx: ti.i32, ny: ti.i32, nz: ti.i32, s: ti.i32, seed: ti.u32, frame: ti.u32, channels: ti.i32):
+              nx: ti.i32, ny: ti.i32, nz: ti.i32, s: ti.i32, piece_base: ti.u32, channels: ti.i32):
         for p in range(nx * ny * nz):
             lo, f = lower_corner(flow, p, nx, ny, nz, s)
             for corner in range(8):   # a runtime loop: unrolled, the kernel compiles 8× slower
@@ -79,13 +79,15 @@ def build():
                 cx, cy, cz = lo[0] + dx, lo[1] + dy, lo[2] + dz
                 if 0 <= cx < nx and 0 <= cy < ny and 0 <= cz < nz and w > 0:
                     c = (cx * ny + cy) * nz + cz
-                    request(T, U, c, p, w, seed, frame, channels)
+                    request(T, U, c, p, w, piece_base, channels)
 
     @ti.kernel
     def pass2(flow: ti.types.ndarray(), x: ti.types.ndarray(), T: ti.types.ndarray(),
               U: ti.types.ndarray(), y: ti.types.ndarray(), nx: ti.i32, ny: ti.i32, nz: ti.i32,
-              s: ti.i32, seed: ti.u32, frame: ti.u32, channels: ti.i32):
+              s: ti.i32, piece_base: ti.u32, left_base: ti.u32, fresh_base: ti.u32, channels: ti.i32):
         for p in range(nx * ny * nz):
+            for ch in range(channels):
+                y[p, ch] = 0.0
             lo, f = lower_corner(flow, p, nx, ny, nz, s)
             asum = 0.0
             v_out = 0.0
@@ -96,9 +98,9 @@ def build():
                 if 0 <= cx < nx and 0 <= cy < ny and 0 <= cz < nz:
                     if w > 0:
                         c = (cx * ny + cy) * nz + cz
-                        asum += take(x, T, U, y, c, p, w, 0.0, seed, frame, channels)
+                        asum += take(x, T, U, y, c, p, w, 0.0, piece_base, left_base, channels)
                 else:
                     v_out += w
-            finish_one(y, p, asum, v_out, seed, frame, channels)
+            finish_one(y, p, asum, v_out, fresh_base, channels)
 
     return pass1, pass2

@@ -130,9 +130,10 @@ def particle_step_taichi(x, flow, seed, frame, buffers=None, factor=1):
     ff = np.ascontiguousarray(flow.reshape(-1, 3), np.float32)
     if ff.shape[0] * factor ** 3 != N:
         raise ValueError(f"flow has {ff.shape[0]} voxels; expected {N // factor ** 3}")
-    y = np.zeros((N, C), np.float32)
-    pass1(ff, buffers.T, buffers.U, X, Y, Z, factor, np.uint32(seed), np.uint32(frame), C)
-    pass2(ff, xf, buffers.T, buffers.U, y, X, Y, Z, factor, np.uint32(seed), np.uint32(frame), C)
+    y = np.empty((N, C), np.float32)            # the new state (pass 2 writes every element)
+    pb, lb, fb = partition.bases(seed, frame)
+    pass1(ff, buffers.T, buffers.U, X, Y, Z, factor, pb, C)
+    pass2(ff, xf, buffers.T, buffers.U, y, X, Y, Z, factor, pb, lb, fb, C)
     return y.reshape(X, Y, Z, C)
 
 

@@ -1,0 +1,96 @@
+"""The Taichi path's resources: kernels compiled once whatever the channel count, scratch memory
+that belongs to the warper, and one normal stream shared with NumPy."""
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import core2d
+import noise3d
+from core2d import rng
+
+from .helpers import affine_flow, rotation
+
+
+def _compiled():
+    """How many kernel instances Taichi has compiled in this process."""
+    from taichi.lang.kernel_impl import Kernel
+
+    return sum(len(k.compiled_kernels) for k in gc.get_objects() if isinstance(k, Kernel))
+
+
+def test_a_new_channel_count_compiles_no_new_kernel():
+    H, W = 12, 16
+    flow = rotation(H, W, 5)
+    zoom = affine_flow(H, W, np.eye(2) / 3)                  # more requesters than the fixed slots
+
+    def run(C):
+        for method in ("particle", "grid", "nearest", "upsample", "bilinear", "gp"):
+            w = core2d.NoiseWarper(H, W, channels=C, method=method, seed=1, backend="taichi", gp_features=20)
+            w.step(flow)
+            w.step(zoom)
+        w = core2d.NoiseWarper(H, W, channels=C, seed=1, backend="taichi", footprint="jacobian")
+        w.step(flow)
+        v = noise3d.VolumeWarper((5, 4, 3), channels=C, method="supersample", factor=2, backend="taichi")
+        v.step(np.full((5, 4, 3, 3), 0.3, np.float32))
+        return _compiled()
+
+    before = run(4)
+    assert run(16) == before and run(64) == before and run(3) == before
+
+
+def _folds(H, W, r):
+    """Backward map folding the frame r times per axis: smooth, inside the frame, every quad up
+    to ~3r cells wide, so the grid method makes ~130 requests a pixel at r = 8."""
+    ii, jj = np.mgrid[0:H, 0:W].astype(np.float64)
+    mx = W / 2 + (W / 2 - 1) * np.sin(2 * np.pi * r * (jj + 0.5) / W)
+    my = H / 2 + (H / 2 - 1) * np.sin(2 * np.pi * r * (ii + 0.5) / H)
+    return np.stack([mx - jj - 0.5, my - ii - 0.5], -1).astype(np.float32)
+
+
+def test_scratch_memory_goes_with_the_warper():
+    """A hostile frame needs ~70 MB of scratch at 128²; that memory must not outlive the step
+    that needed it, nor the warper (it used to stay in module-level buffers for good)."""
+    H = W = 128
+    core2d.NoiseWarper(16, 16, method="grid", seed=0, backend="taichi").step(_folds(16, 16, 1))  # compiles
+    w = core2d.NoiseWarper(H, W, channels=4, method="grid", seed=0, backend="taichi")
+    w.step(rotation(H, W, 3))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        w.step(_folds(H, W, 8))
+        kept, peak = tracemalloc.get_traced_memory()
+        del w
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert peak > 40e6                                       # the frame did need the memory
+    assert kept < 4e6, f"{kept / 1e6:.0f} MB kept after the hostile step"
+    assert left < 1e6, f"{left / 1e6:.0f} MB left after the warper was deleted"
+
+
+@pytest.mark.parametrize("stream", [rng.PIECE, rng.FRESH])
+def test_taichi_normals_are_the_numpy_stream(stream):
+    """2**18 pairs, so the wedge and tail paths of the ziggurat (1.2 % of draws) are exercised."""
+    import taichi as ti
+
+    from core2d import _taichi
+
+    _taichi.init()
+    site_key, gauss_at = rng.taichi_sites()
+    n = 1 << 17
+
+    @ti.kernel
+    def draw(out: ti.types.ndarray(dtype=ti.f32, ndim=2), base: ti.u32):
+        for i in range(out.shape[0]):
+            g = gauss_at(site_key(base, i, 7), ti.u32(1))
+            out[i, 0] = g[0]
+            out[i, 1] = g[1]
+
+    out = np.zeros((n, 2), np.float32)
+    draw(out, np.uint32(rng.site_base(5, 9, stream)))
+    ref = np.stack(rng.gauss_pair(5, 9, stream, np.arange(n), 7, 1), -1)
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+    assert np.mean(np.abs(ref) > rng._ZIG_R) > 0               # the tail was reached

@@ -29,9 +29,7 @@ def _init():
         return _ARCH
     import taichi as ti
 
-    cache = (os.environ.get("NOISEWARP_TI_CACHE") or os.environ.get("TI_OFFLINE_CACHE_FILE_PATH")
-             or os.path.join(os.path.expanduser("~"), ".cache", "noisewarp", "taichi"))
-    kwargs = dict(offline_cache=True, offline_cache_file_path=cache, log_level=ti.ERROR,
+    kwargs = dict(offline_cache=True, offline_cache_file_path=cache_dir(), log_level=ti.ERROR,
                   default_fp=ti.f32, default_ip=ti.i32, random_seed=0)
     threads = os.environ.get("NOISEWARP_THREADS")
     if threads:
@@ -46,6 +44,12 @@ def _init():
     rng.taichi_funcs()
     _ARCH = str(ti.lang.impl.current_cfg().arch).split(".")[-1]
     return _ARCH
+
+
+def cache_dir() -> str:
+    """Where compiled kernels are cached (`noisewarp warmup` fills it)."""
+    return (os.environ.get("NOISEWARP_TI_CACHE") or os.environ.get("TI_OFFLINE_CACHE_FILE_PATH")
+            or os.path.join(os.path.expanduser("~"), ".cache", "noisewarp", "taichi"))
 
 
 def available() -> bool:

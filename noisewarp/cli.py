@@ -1,4 +1,4 @@
-"""`noisewarp`: warped noise from the command line (warp, stats, compare, demo, batch, volume).
+"""`noisewarp`: warped noise from the command line (warp, stats, compare, demo, batch, volume, warmup).
 
 Every subcommand is dispatched through `args.func(args)`. Bad input ends with one line on
 stderr (`noisewarp: error: ...`) and exit status 2: library code raises ValueError with a
@@ -200,9 +200,10 @@ def build_parser():
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_batch)
 
-    from . import volume
+    from . import volume, warmup
 
     volume.register(sub)
+    warmup.register(sub)
     return parser
 
 

@@ -1,0 +1,80 @@
+"""`noisewarp warmup`: compile every Taichi kernel once, into the on-disk kernel cache.
+
+A fresh machine (a new user, a CI run, a Ray worker, a Blender session with an empty cache)
+otherwise pays the compilation on its first frame. The kernels do not depend on the channel
+count, the frame size or the seed, so one warm-up serves every later job on this machine and
+architecture (CPU and CUDA are cached separately).
+"""
+import sys
+import time
+
+import numpy as np
+
+METHODS_2D = ("particle", "grid", "nearest", "upsample", "bilinear", "gp", "jacobian")
+METHODS_3D = ("particle", "supersample")
+
+
+def warmup(methods=METHODS_2D, volume=METHODS_3D, log=None):
+    """Step a tiny warper of each method through a map that takes every code path (a rotation,
+    and a zoom in that overflows the fixed request slots). Returns {name: seconds}."""
+    import core2d
+    import noise3d
+    from core2d import _taichi
+
+    arch = _taichi.init()
+    if log:
+        print(f"noisewarp: compiling for {arch} into {_taichi.cache_dir()}", file=log)
+    H, W = 12, 16
+    ii, jj = np.mgrid[0:H, 0:W].astype(np.float32)
+    cx, cy = jj + 0.5 - W / 2, ii + 0.5 - H / 2
+    th = np.deg2rad(5.0)
+    rotate = np.stack([np.cos(th) * cx - np.sin(th) * cy - cx, np.sin(th) * cx + np.cos(th) * cy - cy], -1)
+    zoom_in = np.stack([cx / 3 - cx, cy / 3 - cy], -1).astype(np.float32)
+    times = {}
+    for name in methods:
+        t = time.perf_counter()
+        method, footprint = ("particle", "jacobian") if name == "jacobian" else (name, "unit")
+        w = core2d.NoiseWarper(H, W, channels=4, method=method, seed=0, backend="taichi", footprint=footprint,
+                               gp_features=16)
+        w.step(rotate.astype(np.float32))
+        w.step(zoom_in)
+        times[name] = time.perf_counter() - t
+        if log:
+            print(f"  {name:12s} {times[name]:6.1f} s", file=log, flush=True)
+    for name in volume:
+        t = time.perf_counter()
+        v = noise3d.VolumeWarper((4, 5, 6), channels=4, method=name, seed=0, backend="taichi", factor=2)
+        v.step(np.full((4, 5, 6, 3), 0.3, np.float32))
+        times[f"volume {name}"] = time.perf_counter() - t
+        if log:
+            print(f"  volume {name:5s} {times[f'volume {name}']:6.1f} s", file=log, flush=True)
+    return times
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "warmup", help="compile the kernels once (the first frame of a fresh install otherwise waits)",
+        description="Compile every Taichi kernel into the kernel cache (NOISEWARP_TI_CACHE, default "
+                    "~/.cache/noisewarp/taichi). One warm-up serves every channel count and frame size.")
+    p.add_argument("--methods", default=",".join(METHODS_2D),
+                   help=f"2D methods to compile (default: all: {','.join(METHODS_2D)})")
+    p.add_argument("--volume", default=",".join(METHODS_3D),
+                   help="volume methods to compile (default: all; empty: none)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_warmup)
+
+
+def cmd_warmup(args):
+    methods = [m for m in args.methods.split(",") if m]
+    volume = [m for m in args.volume.split(",") if m]
+    for m in methods:
+        if m not in METHODS_2D:
+            raise ValueError(f"--methods: unknown method {m!r}; expected some of {', '.join(METHODS_2D)}")
+    for m in volume:
+        if m not in METHODS_3D:
+            raise ValueError(f"--volume: unknown method {m!r}; expected some of {', '.join(METHODS_3D)}")
+    t = time.perf_counter()
+    warmup(methods, volume, log=None if args.quiet else sys.stderr)
+    if not args.quiet:
+        print(f"noisewarp: kernels compiled in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return 0

@@ -24,6 +24,8 @@ Two Taichi strategies compute the same stream (both agree with `split_requests`)
 Both loop over channels at run time, so one compiled kernel serves every channel count.
 Scratch arrays belong to a `Workspace`, which the warper owns.
 """
+import sys
+
 import numpy as np
 
 from . import rng
@@ -99,6 +101,8 @@ class Workspace:
     def __init__(self):
         self._arrays = {}
         self._states = []
+        self._outputs = []
+        self._free = None
 
     def get(self, name, shape, dtype):
         """An array of this shape (contents undefined), reused when one is big enough."""
@@ -128,6 +132,21 @@ class Workspace:
         self._states.append(a)
         return a
 
+    def output(self, y, dtype):
+        """A copy of y, of dtype, for the caller to keep: written into the memory of an earlier
+        output when nobody holds that one any more (a fresh 130 MB array costs ~0.1 s of page
+        faults a frame here), else into a new array. An array a caller still references (itself,
+        a view of it, a memoryview) is never written again; two outputs are recycled at most."""
+        dtype = np.dtype(dtype)
+        for a in self._outputs:                      # references now: the list, `a`, getrefcount's
+            if a.shape == y.shape and a.dtype == dtype and sys.getrefcount(a) == self._free:
+                np.copyto(a, y, casting="unsafe")
+                return a
+        a = y.astype(dtype)
+        self._outputs = [b for b in self._outputs if b.shape == y.shape and b.dtype == dtype][-1:] + [a]
+        self._free = sys.getrefcount(a)              # the same three references, counted the same way
+        return a
+
     def trim(self, rows):
         for name, a in list(self._arrays.items()):
             if a.shape[0] > rows:
@@ -135,7 +154,7 @@ class Workspace:
 
     @property
     def nbytes(self):
-        return sum(a.nbytes for a in self._arrays.values()) + sum(a.nbytes for a in self._states)
+        return sum(a.nbytes for a in [*self._arrays.values(), *self._states, *self._outputs])
 
 
 # ----------------------------------------------------------------------------- Taichi side
@@ -249,7 +268,7 @@ _TS = None
 
 
 def _split_kernels():
-    """Kernels of the cell-major split. Channels are a run-time loop over groups of G: one
+    """Kernels of the cell-major split. Channels are a run-time loop over groups of G channels: one
     compiled kernel serves every channel count (unrolled, 16 channels took minutes to compile)."""
     global _TS
     if _TS is not None:
@@ -284,8 +303,10 @@ def _split_kernels():
         """One thread per cell: T_c (exact fixed point), the cell's normals (each drawn once),
         S_c = Σ z per channel, then every piece a x + sqrt(a) n - a S in place of its normal;
         w[r] becomes the area fraction a = w / max(T_c, floor). The cell's requests are
-        by_cell[c K : c K + n[c]] (fixed slots) or by_cell[start[c] : start[c + 1]] (K = 0)."""
+        by_cell[c K : c K + n[c]] (fixed slots) or by_cell[start[c] : start[c + 1]] (K = 0).
+        piece has the channels padded to a multiple of G (the padding is scratch)."""
         C = x.shape[1]
+        ng = (C + G - 1) // G
         for c in range(x.shape[0]):
             base, cnt = c * K, 0
             if K > 0:
@@ -293,67 +314,68 @@ def _split_kernels():
             else:
                 base = start[c]
                 cnt = start[c + 1] - base
-            if cnt > 0:
+            r0 = by_cell[base]
+            if cnt == 1 and w[r0] / ti.max(ti.cast(q(w[r0]), ti.f32) * (1.0 / SCALE), floor) >= 1.0:
+                w[r0] = w[r0] / ti.max(ti.cast(q(w[r0]), ti.f32) * (1.0 / SCALE), floor)
+                for ch in range(C):                  # one requester taking the whole cell (static
+                    piece[r0, ch] = x[c, ch]         # regions): its piece is x, no draws at all
+            elif cnt > 0:
                 T = ti.i64(0)
-                for i in range(base, base + cnt):
-                    T += q(w[by_cell[i]])
-                Tc = ti.cast(T, ti.f32) * (1.0 / SCALE)
-                den = ti.max(Tc, floor)
-                r0 = by_cell[base]
-                if cnt == 1 and w[r0] / den >= 1.0:  # one requester taking the whole cell (static
-                    w[r0] = w[r0] / den              # regions): its piece is x, no draws at all
-                    for ch in range(C):
-                        piece[r0, ch] = x[c, ch]
-                else:
-                    a0 = ti.max(1.0 - Tc / den, 0.0)
-                    rs = 1.0 / ti.sqrt(den)
-                    sa0 = ti.sqrt(a0)
-                    lkey = site_key(left_base, c, 0)
-                    for gi in range((C + G - 1) // G):   # channel groups: a run-time loop
-                        g0 = gi * G
-                        U = ti.Vector.zero(ti.i64, G)
-                        for i in range(base, base + cnt):    # normals, U = Σ sqrt(w) n
-                            r = by_cell[i]
-                            kr = ti.u32(0)
-                            if gi == 0:
-                                p = r >> 2
-                                if ti.static(mode == GENERAL):
-                                    p = dst[r]
-                                kr = site_key(piece_base, c, p)
-                                if C > G:
-                                    key[r] = kr
-                            else:
-                                kr = key[r]
-                            sw = ti.sqrt(w[r])
-                            for h in ti.static(range(G // 2)):
-                                if g0 + 2 * h < C:
-                                    g = gauss_at(kr, ti.cast(gi * (G // 2) + h, ti.u32))
-                                    for e in ti.static(range(2)):
-                                        if g0 + 2 * h + e < C:
-                                            U[2 * h + e] += q(sw * g[e])
-                                            piece[r, g0 + 2 * h + e] = g[e]
-                        Sg = ti.Vector.zero(ti.f32, G)
-                        xc = ti.Vector.zero(ti.f32, G)
-                        for e in ti.static(range(G)):
-                            Sg[e] = ti.cast(U[e], ti.f32) * (1.0 / SCALE) * rs
-                            if g0 + e < C:
-                                xc[e] = x[c, g0 + e]
-                        if a0 > 0:                           # the unrequested leftover's z
-                            for h in ti.static(range(G // 2)):
-                                if g0 + 2 * h < C:
-                                    g = gauss_at(lkey, ti.cast(gi * (G // 2) + h, ti.u32))
-                                    for e in ti.static(range(2)):
-                                        Sg[2 * h + e] += sa0 * g[e]
-                        for i in range(base, base + cnt):    # pieces, in place of the normals
-                            r = by_cell[i]
-                            a = w[r] / den
+                den, a0, rs = 0.0, 0.0, 0.0
+                for gi in range(ng):                 # groups of G channels: a run-time loop
+                    g0 = gi * G
+                    U = ti.Vector.zero(ti.i64, G)
+                    for i in range(base, base + cnt):    # T_c, the normals, U = Σ sqrt(w) n
+                        r = by_cell[i]
+                        wr = w[r]
+                        kr = ti.u32(0)
+                        if gi == 0:
+                            T += q(wr)
+                            p = r >> 2
+                            if ti.static(mode == GENERAL):
+                                p = dst[r]
+                            kr = site_key(piece_base, c, p)
+                            if ng > 1:
+                                key[r] = kr
+                        else:
+                            kr = key[r]
+                        sw = ti.sqrt(wr)
+                        for h in ti.static(range(G // 2)):
+                            if g0 + 2 * h < C:
+                                g = gauss_at(kr, ti.cast(gi * (G // 2) + h, ti.u32))
+                                for e in ti.static(range(2)):
+                                    U[2 * h + e] += q(sw * g[e])
+                                    piece[r, g0 + 2 * h + e] = g[e]
+                    if gi == 0:
+                        Tc = ti.cast(T, ti.f32) * (1.0 / SCALE)
+                        den = ti.max(Tc, floor)
+                        a0 = ti.max(1.0 - Tc / den, 0.0)
+                        rs = 1.0 / ti.sqrt(den)
+                    S = ti.Vector.zero(ti.f32, G)
+                    xc = ti.Vector.zero(ti.f32, G)
+                    for e in ti.static(range(G)):
+                        S[e] = ti.cast(U[e], ti.f32) * (1.0 / SCALE) * rs
+                        xc[e] = x[c, ti.min(g0 + e, C - 1)]
+                    if a0 > 0:                           # the unrequested leftover's z
+                        sa0 = ti.sqrt(a0)
+                        lkey = site_key(left_base, c, 0)
+                        for h in range(G // 2):          # (rare outside the grid method)
+                            g = gauss_at(lkey, ti.cast(gi * (G // 2) + h, ti.u32))
+                            S[2 * h] += sa0 * g[0]
+                            S[2 * h + 1] += sa0 * g[1]
+                    xs = xc - S
+                    for i in range(base, base + cnt):    # pieces a (x - S) + sqrt(a) n, in place
+                        r = by_cell[i]                   # of the normals (bridge_piece's algebra)
+                        a = w[r] / den
+                        if a >= 1.0:                     # the whole cell: the bridge is degenerate
+                            for e in ti.static(range(G)):
+                                piece[r, g0 + e] = xc[e]
+                        else:
                             sa = ti.sqrt(a)
                             for e in ti.static(range(G)):
-                                if g0 + e < C:
-                                    piece[r, g0 + e] = bridge_piece(a, sa, xc[e], piece[r, g0 + e], Sg[e])
-                    for i in range(base, base + cnt):
-                        r = by_cell[i]
-                        w[r] = w[r] / den
+                                piece[r, g0 + e] = a * xs[e] + sa * piece[r, g0 + e]
+                        if gi == ng - 1:
+                            w[r] = a
 
     @ti.kernel
     def gather(piece: nd(dtype=ti.f32, ndim=2), a: nd(dtype=ti.f32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1),
@@ -366,35 +388,31 @@ def _split_kernels():
             r0, r1 = 4 * p, 4 * p + 4
             if ti.static(mode == GENERAL):
                 r0, r1 = dst_start[p], dst_start[p + 1]
-            asum = 0.0
-            for r in range(r0, r1):
-                if a[r] > 0:
-                    asum += a[r]
-            vo = v_out[p]
-            tot = asum + vo
-            fresh = vo > 0 or tot <= 0
-            st = ti.sqrt(tot)
-            sv = ti.sqrt(vo)
-            fkey = ti.u32(0)
-            if fresh:
-                fkey = site_key(fresh_base, p, 0)
-            for gi in range((C + G - 1) // G):       # channel groups: a run-time loop
+            asum, tot, st = 0.0, 0.0, 0.0
+            for gi in range((C + G - 1) // G):       # groups of G channels: a run-time loop
                 g0 = gi * G
                 acc = ti.Vector.zero(ti.f32, G)
                 for r in range(r0, r1):
-                    if a[r] > 0:
+                    ar = a[r]
+                    if ar > 0:
+                        if gi == 0:
+                            asum += ar
                         for e in ti.static(range(G)):
-                            if g0 + e < C:
-                                acc[e] += piece[r, g0 + e]
-                if fresh:
-                    for h in ti.static(range(G // 2)):
-                        if g0 + 2 * h < C:
-                            f = gauss_at(fkey, ti.cast(gi * (G // 2) + h, ti.u32))
-                            for e in ti.static(range(2)):
-                                if tot > 0:
-                                    acc[2 * h + e] = (acc[2 * h + e] + sv * f[e]) / st
-                                else:
-                                    acc[2 * h + e] = f[e]
+                            acc[e] += piece[r, g0 + e]
+                if gi == 0:
+                    tot = asum + v_out[p]
+                    st = ti.sqrt(tot)
+                vo = v_out[p]
+                if vo > 0 or tot <= 0:                # fresh noise for v_out (or all of it)
+                    sv = ti.sqrt(vo)
+                    fkey = site_key(fresh_base, p, 0)
+                    for h in range(G // 2):
+                        f = gauss_at(fkey, ti.cast(gi * (G // 2) + h, ti.u32))
+                        for e in ti.static(range(2)):
+                            if tot > 0:
+                                acc[2 * h + e] = (acc[2 * h + e] + sv * f[e]) / st
+                            else:
+                                acc[2 * h + e] = f[e]
                 elif tot != 1.0:
                     acc = acc / st
                 for e in ti.static(range(G)):
@@ -440,7 +458,7 @@ def split_gather(x, w, v_out, seed, frame, floor, work, out, n, overflow, cell, 
         np.cumsum(n, out=start[1:])
         by_cell = work.get("split.sorted", (max(int(start[-1]), 1),), i32)
         fill(cell, w, start, work.zeros("split.cursor", (n_cells,), i32), by_cell, W, mode)
-    piece = work.get("split.pieces", (R, C), np.float32)
+    piece = work.get("split.pieces", (R, -(-C // G) * G), np.float32)   # channels padded to groups
     key = work.get("split.keys", (R if C > G else 1,), np.uint32)
     pb, lb, fb = bases(seed, frame)
     dst = _none(i32) if dst is None else dst

@@ -339,7 +339,7 @@ def _build():
         return u24(ti_hash(seed, frame, stream, a, b, pair))
 
     _TI = types.SimpleNamespace(hash=ti_hash, gauss_pair=ti_gauss_pair, uniform=ti_uniform, key=ti_key,
-                                site_key=site_key, gauss_at=ti_gauss_at)
+                                site_key=site_key, gauss_at=ti_gauss_at, mix=mix, ziggurat=ziggurat)
     return _TI
 
 

@@ -211,7 +211,9 @@ class NoiseWarper:
             y = self._state
         y = pool(y, self.supersample * self.latent_factor)
         y = degrade(y, self.degrade, self._key, self.frame)
-        return y.astype(self.dtype, copy=y is self._state)
+        if y is self._state:                     # a copy the caller owns, in recycled memory
+            return self._work.output(y, self.dtype)
+        return y.astype(self.dtype, copy=False)
 
     def _advance(self, flow, frame):
         x, key, m = self._state, self._key, self.method

@@ -94,3 +94,22 @@ def test_taichi_normals_are_the_numpy_stream(stream):
     ref = np.stack(rng.gauss_pair(5, 9, stream, np.arange(n), 7, 1), -1)
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
     assert np.mean(np.abs(ref) > rng._ZIG_R) > 0               # the tail was reached
+
+
+@pytest.mark.parametrize("backend", ["taichi", "numpy"])
+def test_outputs_are_recycled_only_when_nobody_holds_them(backend):
+    H, W = 16, 20
+    flow = rotation(H, W, 4)
+    w = core2d.NoiseWarper(H, W, channels=3, seed=2, backend=backend)
+    kept = [w.noise] + [w.step(flow) for _ in range(3)]
+    view = w.step(flow)[..., 1]                              # a view keeps its array too
+    copies = [k.copy() for k in kept] + [view.copy()]
+    addresses = set()
+    for _ in range(6):                                       # streaming: each frame dropped after use
+        y = w.step(flow)
+        addresses.add(y.__array_interface__["data"][0])
+        del y
+    for k, c in zip(kept + [view], copies):
+        assert np.array_equal(k, c)
+    assert len({k.__array_interface__["data"][0] for k in kept}) == len(kept)
+    assert len(addresses) <= 2                               # two buffers in turn, no allocation

@@ -263,7 +263,8 @@ def bases(seed, frame):
 # ------------------------------------------------------------------ Taichi: cell-major split
 PARTICLE, GENERAL = 0, 1   # request slots: 4 per destination (r = 4p + corner), or grouped by dst_start
 G = 4                      # channels per group: the kernels loop over groups at run time
-K_SLOTS = 8                # requests listed per cell in fixed slots; a cell with more: counting sort
+K_SLOTS = 9                # requests listed per cell in fixed slots (3×3: magnification up to 1.5×);
+                           # a frame with a fuller cell (a zoom in, a fold) is counting-sorted instead
 _TS = None
 
 

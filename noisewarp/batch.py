@@ -64,13 +64,13 @@ def warp_one(video, outdir, options, threads=1):
 
 def batch(args, log=sys.stderr):
     """Returns the exit status: 0 if every video is done, 1 if some failed."""
+    from .runner import parse_formats
+
+    videos = find_videos(args.input_dir)   # bad input first, whether or not Ray is installed
     try:
         import ray
     except ImportError:
         raise ValueError(INSTALL_HINT) from None
-    from .runner import parse_formats
-
-    videos = find_videos(args.input_dir)
     out = os.fspath(args.output)
     options = dict(method=args.method, channels=args.channels, seed=args.seed,
                    latent_factor=args.latent_factor, supersample=args.supersample,

@@ -242,8 +242,11 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                 if interrupt_after and done >= interrupt_after and done < T:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
-            if done > 0:
-                checkpoint(done - 1)    # Ctrl-C loses nothing: every complete frame is kept
+            # Ctrl-C keeps every complete frame, but only a state that matches them: if the
+            # warper already stepped a frame whose outputs were not all written, the last
+            # checkpoint stays, and --resume recomputes from there (same bytes)
+            if done > 0 and w.frame == done - 1:
+                checkpoint(done - 1)
             raise
         finally:
             bar.close()

@@ -131,7 +131,8 @@ def cmd_warp(args):
 def cmd_stats(args):
     from .stats import report
 
-    rep = report(args.noise, args.output, flows=args.flows, force=args.force, max_lag=args.max_lag)
+    rep = report(args.noise, args.output, flows=args.flows, force=args.force, max_lag=args.max_lag,
+                 revealed=args.revealed, layout=args.layout)
     if not args.quiet:
         print(f"noisewarp: wrote {os.path.join(args.output, 'report.json')}: {rep['summary_line']}", file=sys.stderr)
     return 0
@@ -180,9 +181,14 @@ def build_parser():
                        description="Check a noise stack: Gaussianity, whiteness, temporal coherence.")
     p.add_argument("noise", metavar="NOISE.npy", help="noise stack [T, H, W, C] (warp's OUTDIR/noise.npy)")
     p.add_argument("--flows", default=None, metavar="FLOWS",
-                   help="backward flows [T-1, H, W, 2] (e.g. OUTDIR/flows.npy from warp) to measure "
-                        "coherence along the motion; without it, coherence is measured in place")
+                   help="backward flows [T-1, H, W, 2] (e.g. OUTDIR/flows.npy from warp --save-flows) to measure "
+                        "coherence along the motion, for moving and static content; without it, in place")
     p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="folder for report.json and the plots")
+    p.add_argument("--revealed", default=None, metavar="MASKS",
+                   help="revealed-pixel masks [T-1, H, W] (warp --save-flows --occlusions writes OUTDIR/revealed.npy, "
+                        "found beside FLOWS by default): such pixels leave the coherence measure")
+    p.add_argument("--layout", choices=["thwc", "tchw", "cthw"], default=None,
+                   help="axis order of NOISE.npy (default: from the run.json beside it, else thwc)")
     p.add_argument("--max-lag", type=int, default=16, help="longest frame lag for the coherence curve")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
@@ -192,7 +198,10 @@ def build_parser():
                        description="Run every method on INPUT and compare speed, memory and quality.")
     p.add_argument("input", metavar="INPUT", help="a video or flow input, as for warp")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the table and pictures")
-    p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods, or all (default: every method but gp, which is slow)")
+    p.add_argument("--max-lag", type=int, default=16, help="longest frame lag of the coherence curves (default 16)")
+    p.add_argument("--ends", type=int, default=8, help="end frames averaged in the coherence curves (default 8)")
     p.add_argument("--channels", type=int, default=4, help="noise channels (default 4)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--max-size", type=int, default=256,

@@ -206,7 +206,7 @@ def check_cost(cost, outdir, max_memory=None, what="", log=None, show=False):
 
 # ----------------------------------------------------------------------------- the job
 def _artefacts(outdir):
-    return [os.path.join(outdir, n) for n in ("noise.npy", "flows.npy", "exr", "png", "preview.mp4", "frames.png",
+    return [os.path.join(outdir, n) for n in ("noise.npy", "flows.npy", "revealed.npy", "exr", "png", "preview.mp4", "frames.png",
                                               "spacetime.png", "run.json", STATE_DIR)]
 
 
@@ -286,6 +286,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
     carry_path = os.path.join(state_dir, "flows_since_kept.npy")
     partial = os.path.join(outdir, ".noise.partial.npy")
     flows_partial = os.path.join(outdir, ".flows.partial.npy")
+    revealed_partial = os.path.join(outdir, ".revealed.partial.npy")
     final = os.path.join(outdir, "noise.npy")
 
     prior = None
@@ -307,7 +308,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                     with open(os.path.join(outdir, "run.json")) as f:
                         return dict(json.load(f), status="already complete")
         elif force:
-            _remove(_artefacts(outdir) + [partial, flows_partial])
+            _remove(_artefacts(outdir) + [partial, flows_partial, revealed_partial])
         else:
             raise ValueError(f"{outdir}: output folder exists and is not empty "
                              "(use --force to overwrite or --resume to continue)")
@@ -343,10 +344,13 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                                    dtype=dtype, **(warper_options or {}))
             noise = io.NoiseFrames(partial, layout=layout, mode="w", dtype=np_dtype, frames=T,
                                    height=out_shape[0], width=out_shape[1], channels=C)
-        flows_out = None
+        flows_out = revealed_out = None
         if save_flows and T > 1:
             mode = "r+" if (done and os.path.isfile(flows_partial)) else "w"
             flows_out = io.NpyFrames(flows_partial, mode=mode, dtype=np.float32, shape=(T - 1, H, W, 2))
+            if occlusions and tf == 1 and getattr(source, "has_revealed", False):
+                mode = "r+" if (done and os.path.isfile(revealed_partial)) else "w"
+                revealed_out = io.NpyFrames(revealed_partial, mode=mode, dtype=np.uint8, shape=(T - 1, H, W))
 
         def emit(t, frame):
             """Shot position t's frame, if it is an output frame that is kept."""
@@ -366,6 +370,8 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
         def checkpoint(t):
             t0 = time.perf_counter()
             noise.flush()
+            if revealed_out is not None:
+                revealed_out.flush()
             if flows_out is not None:
                 flows_out.flush()
                 if carry:
@@ -418,6 +424,8 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                             link = _compose(link, earlier)
                         flows_out[(t - skip) // tf - 1] = link
                         carry = []
+                    if revealed_out is not None:
+                        revealed_out[t - skip - 1] = np.zeros((H, W), np.uint8) if revealed is None else revealed
                 emit(t, frame)
                 if due(t):
                     checkpoint(t)
@@ -453,6 +461,9 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
         if flows_out is not None:
             flows_out.close()
             os.replace(flows_partial, os.path.join(outdir, "flows.npy"))
+        if revealed_out is not None:
+            revealed_out.close()
+            os.replace(revealed_partial, os.path.join(outdir, "revealed.npy"))
         n_steps = max(1, L - 1)
         per_frame = {k: v / n_steps for k, v in {**source.timings, **timings}.items()}
         axes = {"thwc": "T,H,W,C", "tchw": "T,C,H,W", "cthw": "C,T,H,W"}[layout]
@@ -485,7 +496,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
             if created:
                 shutil.rmtree(outdir, ignore_errors=True)
             else:
-                _remove(_artefacts(outdir) + [partial, flows_partial])
+                _remove(_artefacts(outdir) + [partial, flows_partial, revealed_partial])
 
 
 def _compose(later, earlier):

@@ -165,3 +165,18 @@ def test_bad_shot_options(random_flows, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expect in err[0], (extra, err)
     assert not (tmp_path / "o").exists()
+
+
+def test_revealed_masks_saved_and_used_by_stats(tmp_path):
+    """--occlusions with --save-flows keeps the forward-backward masks (revealed.npy); stats
+    finds them beside flows.npy and leaves those pixels out of the coherence measure."""
+    from noisewarp.stats import analyse
+
+    video = str(write_video(tmp_path / "v.mp4", frames=5, dx=3))
+    out = tmp_path / "o"
+    assert main(["warp", video, "-o", str(out), "--occlusions", "--save-flows", "-q"]) == 0
+    m = np.load(out / "revealed.npy")
+    assert m.shape == (4, H, W) and m.dtype == np.uint8
+    assert m[:, 6:-6, 6:-6].mean() < 0.05                # a plain translation hides and reveals nothing
+    rep = analyse(out / "noise.npy", out / "flows.npy", max_lag=2)
+    assert rep["revealed"] and rep["lag_coherence"]["revealed_masks"]

@@ -24,17 +24,18 @@ AUTO_CHECKPOINT_S = 2.0
 _OCCLUSION_SEED_SALT = 0x6F63636C  # keeps occlusion refresh noise apart from --degrade noise
 
 # Cost of one step per state pixel (H·W·S²): bytes of working memory (fixed + per channel) and
-# CPU nanoseconds (fixed + per channel), measured with /tmp-free runs of core2d on a 2-core
-# x86-64 (Taichi CPU backend, 256x384 and 512x768, 1 and 4 channels; benchmarks/bench_cli.py
-# --estimate prints them against a real run). gp costs per Fourier feature instead.
+# CPU nanoseconds (fixed + per channel), measured on a 2-core x86-64 (Taichi CPU backend,
+# 256x384 and 512x768, 1 and 4 channels); benchmarks/bench_estimate.py prints the estimate next
+# to a real run's peak memory and time. gp costs per Fourier feature instead.
 METHOD_COST = {
     "particle": (100, 30, 250, 100), "grid": (200, 25, 600, 150), "upsample": (255, 10, 4000, 500),
     "gp": (100, 30, 0, 0), "nearest": (80, 30, 100, 40), "bilinear": (70, 10, 100, 60),
     "fixed": (70, 10, 1, 1), "resample": (80, 15, 200, 100),
 }
 GP_NS_PER_FEATURE = 40
-BASE_MEMORY = 300e6          # Python, NumPy, OpenCV, Taichi and its compiled kernels
+BASE_MEMORY = 150e6          # Python, NumPy, OpenCV, Taichi and its compiled kernels
 ESTIMATE_SHOWN_ABOVE = dict(memory=2e9, seconds=600)
+MEMORY_SHARE = 0.9           # of the memory available now, what one run may take by default
 
 
 class OptionsDiffer(ValueError):
@@ -191,11 +192,14 @@ def check_cost(cost, outdir, max_memory=None, what="", log=None, show=False):
     line = (f"about {_gb(cost['memory'])} of memory, ~{cost['seconds_per_step']:.2g} s per frame "
             f"(~{_duration(cost['seconds'])} in all on a 2-core CPU), {_gb(cost['disk'])} on disk "
             f"(checkpoints of {_gb(cost['state'])})")
-    limit = max_memory if max_memory is not None else _available_memory()
+    limit = max_memory
+    if limit is None:   # leave a tenth for the system and the other processes
+        avail = _available_memory()
+        limit = None if avail is None else MEMORY_SHARE * avail
     if limit is not None and cost["memory"] > limit:
         raise ValueError(f"{what}this run needs {line}, but {'--max-memory is' if max_memory else 'this machine has'} "
-                         f"{_gb(limit)}{'' if max_memory else ' available'}: lower --supersample or the size, "
-                         "or pass --max-memory to allow more")
+                         f"{_gb(limit)}{'' if max_memory else ' to spare (90 % of what is available)'}: lower "
+                         "--supersample or the size, or pass --max-memory to allow more")
     free = _free_disk(outdir)
     if free is not None and cost["disk"] > free:
         raise ValueError(f"{what}this run needs {line}, but {outdir} has {_gb(free)} free")

@@ -456,7 +456,7 @@ def plot(rep, outdir):
             ax.plot(x, _nan(tm["coherence"]), ".-", color="0.3", label="all")
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("frame t+1")
-        ax.set_title("coherence: frame t+1 vs frame t " + ("carried along the flow" if tm["along_flow"] else "(in place)"))
+        ax.set_title("frame t+1 vs t " + ("along the flow" if tm["along_flow"] else "(in place)"))
 
     def lag_panel(ax):
         lc = rep["lag_coherence"]
@@ -470,7 +470,7 @@ def plot(rep, outdir):
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("frame lag k")
         ax.set_ylabel("correlation")
-        ax.set_title("frame t+k vs frame t " + ("carried along the flow" if lc["along_flow"] else "(in place)"))
+        ax.set_title("frame t+k vs t " + ("along the flow" if lc["along_flow"] else "(in place)"))
 
     fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
     hist_panel(ax)

@@ -143,7 +143,7 @@ class TextureBake:
         import core2d
 
         scene, total = self.scene, self.frame_end - self.frame_start + 1
-        frame_before = scene.frame_current
+        frame_before = scene.frame_current, scene.frame_subframe
         tmpdir = tempfile.mkdtemp(prefix="noise_warp_")
         source = None
         try:
@@ -207,7 +207,7 @@ class TextureBake:
             if source is not None:
                 source.close()
             shutil.rmtree(tmpdir, ignore_errors=True)
-            scene.frame_set(frame_before)
+            scene.frame_set(frame_before[0], subframe=frame_before[1])
         self.image = load_texture_sequence(self.files, self.frame_start)
         if self.preview == "MATERIAL":
             self.material = make_preview_material(self.image, self.frame_start, total)

@@ -24,28 +24,61 @@ class TopologyChanged(BakeError):
 
 
 class Overrides:
-    """Set RNA attributes and put every one back, in the order first set (media_type before
-    file_format), even after an error: the Vector-pass render must not leave the scene changed."""
+    """Set RNA attributes and put every one back exactly, even after an error: the motion
+    renders must not leave the scene changed.
+
+    Values are saved before anything is touched (`keep`): in Blender 5 setting
+    image_settings.media_type changes file_format and color_depth by itself, so a value read
+    after the first change is already wrong. restore() goes in the order saved (media_type,
+    then file_format, then the rest) and repeats while one restored value changed another.
+    """
+
+    SIMPLE = {"BOOLEAN", "INT", "FLOAT", "ENUM", "STRING"}
+    FIRST = ("media_type", "file_format")
 
     def __init__(self):
-        self._saved = []
-        self._seen = set()
+        self._saved = {}
+
+    def _save(self, owner, attr):
+        key = (owner.as_pointer(), attr)
+        if key not in self._saved:
+            value = getattr(owner, attr)
+            if hasattr(value, "__len__") and not isinstance(value, (str, set)):
+                value = tuple(value)
+            self._saved[key] = (owner, attr, value)
+
+    def keep(self, owner):
+        """Save every writable value of a struct and of the structs nested in it."""
+        props = [p for p in owner.bl_rna.properties if p.identifier != "rna_type"]
+        props.sort(key=lambda p: p.identifier not in self.FIRST)
+        for p in props:
+            if p.type in self.SIMPLE and not p.is_readonly:
+                self._save(owner, p.identifier)
+            elif p.type == "POINTER":
+                nested = getattr(owner, p.identifier)
+                if nested is not None and not isinstance(nested, bpy.types.ID):
+                    self.keep(nested)
 
     def set(self, owner, attr, value):
-        key = (owner.as_pointer(), attr)
-        if key not in self._seen:
-            self._seen.add(key)
-            self._saved.append((owner, attr, getattr(owner, attr)))
+        self._save(owner, attr)
         setattr(owner, attr, value)
 
     def restore(self):
-        for owner, attr, value in self._saved:
-            try:
-                setattr(owner, attr, value)
-            except Exception:  # an enum item that no longer exists, a removed datablock
-                pass
+        for _ in range(4):
+            changed = False
+            for owner, attr, value in self._saved.values():
+                try:
+                    current = getattr(owner, attr)
+                    if hasattr(current, "__len__") and not isinstance(current, (str, set)):
+                        current = tuple(current)
+                    if current != value:
+                        setattr(owner, attr, value)
+                        changed = True
+                except Exception:  # an enum item that no longer exists, a removed datablock
+                    pass
+            if not changed:
+                break
         self._saved.clear()
-        self._seen.clear()
 
 
 def cycles_available() -> bool:
@@ -121,6 +154,8 @@ class VectorPassRenderer:
         o.set(r, "filepath", self.path)
         o.set(r, "use_file_extension", False)
         s = r.image_settings
+        o.keep(s)          # all of it first: media_type changes file_format and color_depth
+        o.keep(r.ffmpeg)
         if hasattr(s, "media_type"):  # Blender 5.0: before the file format
             o.set(s, "media_type", "MULTI_LAYER_IMAGE")
         o.set(s, "file_format", "OPEN_EXR_MULTILAYER")

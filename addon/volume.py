@@ -209,7 +209,7 @@ class VolumeBake:
         import noise3d
 
         scene, total = self.scene, self.frame_end - self.frame_start + 1
-        frame_before = scene.frame_current
+        frame_before = scene.frame_current, scene.frame_subframe
         try:
             if self.resume_from:
                 last = self.resume_from["last_frame"]
@@ -244,7 +244,7 @@ class VolumeBake:
             self._resume.clear()
             self.files = [self.path(f) for f in range(self.frame_start, self.frame_end + 1)]
         finally:
-            scene.frame_set(frame_before)
+            scene.frame_set(frame_before[0], subframe=frame_before[1])
         self.object = make_volume_object(scene, self.files, self.frame_start,
                                          "density" if self.write_density else
                                          ("noise" if self.channels == 1 else "noise_0"))

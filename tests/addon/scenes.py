@@ -128,3 +128,60 @@ def bake_fluid(dom):
     bpy.context.view_layer.objects.active = dom
     with bpy.context.temp_override(object=dom, active_object=dom, selected_objects=[dom]):
         return bpy.ops.fluid.bake_all()
+
+
+# not settings: evaluation state, UI tool state, and how Blender 5.2 happens to store an
+# attribute (a single value expands to an array whenever the mesh is evaluated)
+SKIP_PROPS = {"rna_type", "depsgraph", "tool_settings", "statistics", "storage_type"}
+
+
+def rna_dump(struct, depth=5, path="", out=None):
+    """{path: value} of every readable property of an RNA struct: nested structs and
+    collections followed `depth` levels down, IDs recorded by name (not followed)."""
+    out = {} if out is None else out
+    for prop in struct.bl_rna.properties:
+        name = prop.identifier
+        if name in SKIP_PROPS:
+            continue
+        key = f"{path}.{name}"
+        try:
+            value = getattr(struct, name)
+        except Exception:
+            continue
+        if prop.type == 'POINTER':
+            if value is None or isinstance(value, bpy.types.ID):
+                out[key] = None if value is None else "ID:" + value.name
+            elif depth > 0:
+                rna_dump(value, depth - 1, key, out)
+        elif prop.type == 'COLLECTION':
+            items = list(value)
+            out[key + "#"] = len(items)
+            for i, item in enumerate(items[:64]):
+                if isinstance(item, bpy.types.ID):
+                    out[f"{key}[{i}]"] = "ID:" + item.name
+                elif depth > 0:
+                    rna_dump(item, depth - 1, f"{key}[{i}]", out)
+        else:
+            out[key] = tuple(value) if getattr(prop, "is_array", False) or prop.type in {'ENUM'} and \
+                isinstance(value, set) else value
+    return out
+
+
+def settings_dump(scene):
+    """Every setting of the scene (render, image and video output, engines, view layers and
+    their passes, frame, camera) and of its objects and their data, for before/after checks."""
+    out = rna_dump(scene, path="scene")
+    for obj in scene.objects:
+        rna_dump(obj, 2, f"object[{obj.name}]", out)
+        if obj.data is not None:
+            rna_dump(obj.data, 1, f"data[{obj.name}]", out)
+    out["ids"] = sorted(f"{type(i).__name__}:{i.name}" for coll in (
+        bpy.data.objects, bpy.data.cameras, bpy.data.meshes, bpy.data.materials,
+        bpy.data.volumes, bpy.data.node_groups) for i in coll)
+    return out
+
+
+def dump_differences(before, after):
+    keys = sorted(set(before) | set(after))
+    return [(k, before.get(k, "<missing>"), after.get(k, "<missing>")) for k in keys
+            if before.get(k, "<missing>") != after.get(k, "<missing>")]

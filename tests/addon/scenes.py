@@ -171,6 +171,10 @@ def settings_dump(scene):
     """Every setting of the scene (render, image and video output, engines, view layers and
     their passes, frame, camera) and of its objects and their data, for before/after checks."""
     out = rna_dump(scene, path="scene")
+    if not scene.render.image_settings.has_linear_colorspace:
+        # unused by this format, and Blender derives it again on every format change; a
+        # never-set (empty) name cannot be set back through Python once a change filled it
+        out.pop("scene.render.image_settings.linear_colorspace_settings.name", None)
     for obj in scene.objects:
         rna_dump(obj, 2, f"object[{obj.name}]", out)
         if obj.data is not None:

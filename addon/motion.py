@@ -340,21 +340,41 @@ def _camera_matrix(scene, depsgraph, width, height):
 
 
 def mesh_arrays(evaluated):
-    """Local vertex positions [n, 3] float32 and triangles [m, 3] int32 of an evaluated object."""
+    """Local vertex positions [n, 3] float32, triangles [m, 3] int32 and the vertex of every
+    face corner [k] int32 (the topology) of an evaluated object.
+
+    Vertex identity is what motion follows: Blender re-splits a quad along its other diagonal
+    once it turns concave (an elbow, a squash), so triangles may change while the faces do not.
+    """
     mesh = evaluated.to_mesh()
     try:
         co = np.empty(len(mesh.vertices) * 3, np.float32)
         mesh.vertices.foreach_get("co", co)
+        corners = np.empty(len(mesh.loops), np.int32)
+        mesh.loops.foreach_get("vertex_index", corners)
         mesh.calc_loop_triangles()
         tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
         mesh.loop_triangles.foreach_get("vertices", tris)
     finally:
         evaluated.to_mesh_clear()
-    return co.reshape(-1, 3), tris.reshape(-1, 3)
+    return co.reshape(-1, 3), tris.reshape(-1, 3), corners
+
+
+def same_topology(a, b):
+    """Same vertices and faces ((vertices, corners) of two frames); triangles may differ."""
+    return len(a[0]) == len(b[0]) and np.array_equal(a[1], b[1])
+
+
+def topology_change(name, a, b):
+    what = (f"{len(a[0])} -> {len(b[0])} vertices" if len(a[0]) != len(b[0]) else
+            f"{len(a[1])} -> {len(b[1])} face corners" if len(a[1]) != len(b[1]) else
+            "its faces are rebuilt")
+    return f"mesh '{name}' changes topology between frames ({what})"
 
 
 def mesh_snapshot(scene, depsgraph, width, height, objects=None):
-    """{key: (clip coords [N, 4], triangles [T, 3])} of the visible evaluated meshes."""
+    """{key: (clip coords [N, 4], triangles [T, 3], corners [K])} of the visible evaluated
+    meshes; the triangles are this frame's."""
     world_to_clip = _camera_matrix(scene, depsgraph, width, height)
     names = None if objects is None else {o.name for o in objects}
     snap = {}
@@ -365,10 +385,10 @@ def mesh_snapshot(scene, depsgraph, width, height, objects=None):
         if names is not None and obj.original.name not in names:
             continue
         key = (obj.original.name, tuple(inst.persistent_id) if inst.is_instance else ())
-        co, tris = mesh_arrays(obj)
+        co, tris, corners = mesh_arrays(obj)
         m = world_to_clip @ np.array(inst.matrix_world, np.float64)
         hom = np.concatenate([co.astype(np.float64), np.ones((len(co), 1))], axis=1)
-        snap[key] = (hom @ m.T, tris)
+        snap[key] = (hom @ m.T, tris, corners)
     return snap
 
 
@@ -390,11 +410,10 @@ def rasterize_backward_flow(current, previous, width, height, max_pairs=4_000_00
         gone = sorted(set(previous) ^ set(current))
         raise TopologyChanged(f"objects appear or disappear between frames: {gone[0][0]}")
     cur, prev = [], []
-    for key, (clip, tris) in current.items():
-        pclip, ptris = previous[key]
-        if pclip.shape != clip.shape or not np.array_equal(ptris, tris):
-            raise TopologyChanged(f"mesh '{key[0]}' changes topology between frames "
-                                  f"({len(pclip)} -> {len(clip)} vertices)")
+    for key, (clip, tris, corners) in current.items():
+        pclip, _, pcorners = previous[key]
+        if not same_topology((pclip, pcorners), (clip, corners)):
+            raise TopologyChanged(topology_change(key[0], (pclip, pcorners), (clip, corners)))
         if len(tris):
             cur.append(clip[tris])
             prev.append(pclip[tris])

@@ -78,3 +78,43 @@ def test_a_warper_shared_by_threads_serialises_its_steps(backend):
         alone.step(f)
     assert shared.frame == 2 * K
     assert np.array_equal(shared.noise, alone.noise)
+
+
+# Huge but finite flows: every footprint leaves the frame, so the frame is fresh white noise.
+# Before the bounding boxes were clamped, int64 overflow made every pixel scan the whole frame
+# (days at 512²); the child process's timeout turns such a regression into a failure.
+_HUGE = r"""
+import numpy as np, core2d
+H = W = 96
+rs = np.random.default_rng(0)
+for mag in (1e19, 3.0e38):
+    f = (mag * rs.choice([-1.0, 1.0], size=(H, W, 2))).astype(np.float32)
+    for method, opt in (("grid", {}), ("upsample", {}), ("particle", {"footprint": "jacobian"})):
+        w = core2d.NoiseWarper(H, W, 4, method, seed=1, backend="numpy", **opt)
+        x0 = w.noise.copy()
+        y = w.step(f)
+        assert np.isfinite(y).all(), (method, mag)
+        assert abs(np.mean(y * x0)) < 4.5 / np.sqrt(y.size), (method, mag)
+        assert abs(y.var() - 1) < 4.5 * np.sqrt(2 / y.size), (method, mag, y.var())
+print("ok")
+"""
+
+
+def test_huge_finite_flows_stay_linear_in_the_numpy_paths():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", _HUGE], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("method,opt", [("grid", {}), ("upsample", {}), ("particle", {"footprint": "jacobian"})])
+@pytest.mark.parametrize("mag", [1e19, -1e19, 3.0e38])
+def test_huge_finite_flows_agree_across_backends(method, opt, mag):
+    H, W = 12, 14
+    f = np.full((H, W, 2), mag, np.float32)
+    f[::2, :, 0] *= -1
+    a = core2d.NoiseWarper(H, W, 4, method, seed=2, backend="numpy", **opt)
+    b = core2d.NoiseWarper(H, W, 4, method, seed=2, backend="taichi", **opt)
+    ya, yb = a.step(f), b.step(f)
+    assert np.isfinite(ya).all() and np.allclose(ya, yb, atol=1e-5)
+    fresh = core2d.NoiseWarper(H, W, 4, "resample", seed=2, backend="numpy").step(f)
+    assert np.allclose(ya, fresh, atol=1e-5)          # all footprints outside: exactly the fresh draws

@@ -67,7 +67,8 @@ class NoiseWarper(Serialised):
                     stays undegraded, so coherence is not lost over time.
       dtype         'float32' or 'float16' for `noise`.
       upsample_k    k of Chang et al.'s k×k upsampling (method 'upsample').
-      gp_features, gp_lengthscale: J and ℓ (pixels) of the GP method.
+      gp_features, gp_lengthscale: J and ℓ (pixels, > 0) of the GP method (its field repeats
+                    every T px, T ≥ 4× the frame: see core2d.gp).
       holes         how `direction='forward'` flows treat disocclusions: 'fill' or 'fresh'.
       max_span      grid/upsample: polygons spanning more cells than this per axis fall back to
                     the particle footprint (counted in `last_stats['fallback_pixels']`).
@@ -107,7 +108,12 @@ class NoiseWarper(Serialised):
         self.supersample, self.latent_factor = int(supersample), int(latent_factor)
         self.dtype, self.upsample_k, self.holes = dtype, int(upsample_k), holes
         self.gp_features = int(gp_features)
-        self.gp_lengthscale = float(gp_lengthscale if gp_lengthscale is not None else gp.DEFAULT_LENGTHSCALE)
+        if gp_lengthscale is None:
+            gp_lengthscale = gp.DEFAULT_LENGTHSCALE
+        if isinstance(gp_lengthscale, bool) or not isinstance(gp_lengthscale, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(gp_lengthscale) or gp_lengthscale <= 0:
+            raise ValueError(f"gp_lengthscale must be a positive finite number of pixels, got {gp_lengthscale!r}")
+        self.gp_lengthscale = float(gp_lengthscale)
         self.max_span = int(max_span)
         self.footprint = footprint
         self.backend_requested = backend
@@ -120,7 +126,9 @@ class NoiseWarper(Serialised):
         S = self.supersample
         self._shape = (self.height * S, self.width * S)
         if method == "gp":
-            self._features = gp.features(self._key, self.channels, self.gp_features, self.gp_lengthscale * S)
+            self._period = gp.period(self._shape, self.gp_lengthscale * S)
+            self._features = gp.features(self._key, self.channels, self.gp_features, self.gp_lengthscale * S,
+                                         self._period)
             ii, jj = np.mgrid[0:self._shape[0], 0:self._shape[1]].astype(np.float32)
             self._state = np.stack([jj + 0.5, ii + 0.5], -1)      # frame-0 positions of the pixel centres
         else:
@@ -249,7 +257,7 @@ class NoiseWarper(Serialised):
             f = particle.bilinear_numpy if numpy else particle.bilinear_taichi
             return f(x, flow, key, frame)
         if m == "gp":
-            return gp.compose_positions(x, flow), {}
+            return gp.compose_positions(x, flow, self._period), {}
         if m == "fixed":
             return x, {}
         if m == "resample":  # fresh every frame (same draws on both backends)

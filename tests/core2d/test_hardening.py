@@ -118,3 +118,34 @@ def test_huge_finite_flows_agree_across_backends(method, opt, mag):
     assert np.isfinite(ya).all() and np.allclose(ya, yb, atol=1e-5)
     fresh = core2d.NoiseWarper(H, W, 4, "resample", seed=2, backend="numpy").step(f)
     assert np.allclose(ya, fresh, atol=1e-5)          # all footprints outside: exactly the fresh draws
+
+
+def _kernel_lag1(w):
+    """Lag-1 correlation of the GP field of warper w: Σ w² cos(z_x) / Σ w² (channel 0)."""
+    z, _, wt = w._features
+    return float(np.sum(wt[0] ** 2 * np.cos(z[0][:, 0])) / np.sum(wt[0] ** 2))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "taichi"])
+@pytest.mark.parametrize("mag", [1e9, 3.0e8, -7.5e12, 3.4e38])
+def test_gp_stays_a_gp_sample_under_huge_finite_flows(backend, mag):
+    """A GP frame is the field at the source positions: whatever the flow, a unit-variance field
+    with the kernel's spatial correlation, never NaN and never constant, and so are later frames."""
+    H, W = 40, 48
+    w = core2d.NoiseWarper(H, W, channels=2, method="gp", seed=4, backend=backend, gp_features=600)
+    f = np.zeros((H, W, 2), np.float32)
+    f[..., 0] = mag
+    f[..., 1] = 0.25
+    for flow in (f, rotation(H, W, 5), np.zeros_like(f)):
+        y = w.step(flow).astype(np.float64)
+        assert np.isfinite(y).all()
+        for c in range(2):
+            assert abs(y[..., c].var() - 1) < 0.35, (c, y[..., c].var())
+        emp = np.mean(y[:, :-1, 0] * y[:, 1:, 0]) / np.mean(y[..., 0] ** 2)
+        assert abs(emp - _kernel_lag1(w)) < 0.15, (emp, _kernel_lag1(w))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "1", True, [1.0]])
+def test_gp_lengthscale_is_validated(bad):
+    with pytest.raises(ValueError, match="gp_lengthscale"):
+        core2d.NoiseWarper(8, 8, method="gp", gp_lengthscale=bad, backend="numpy")

@@ -97,3 +97,37 @@ def check_flow(flow, spatial_shape, frame=None, name="flow") -> np.ndarray:
         raise ValueError(f"{name}{where} has {int(bad.sum())} {unit}(s) with NaN/inf values "
                          f"(first at index {first})")
     return flow
+
+
+WHITE_X = 30.0   # a true white state is refused with probability below 4·e^-30 (~4e-13)
+
+
+def check_white(x, name="state", upper_only=False):
+    """Refuse an array that cannot be i.i.d. N(0,1) samples: NaN/inf, not float, or a mean or
+    mean square beyond the tails that N such samples cross with probability e^-WHITE_X.
+
+    Exact bounds for any N: the mean is N(0, 1/N), so |mean| ≤ sqrt(2x/N) (Gaussian tail);
+    N · mean square is χ²_N, so it lies in [1 - 2 sqrt(x/N), 1 + 2 sqrt(x/N) + 2x/N]
+    (Laurent & Massart 2000). upper_only: only the upper mean-square bound (states whose
+    variance may shrink, like the bilinear baseline's; it holds for any covariance ≤ I).
+    """
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise ValueError(f"{name} has dtype {x.dtype}; expected float noise")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN/inf values")
+    n = x.size
+    if n == 0:
+        return
+    v = x.astype(np.float64).ravel()
+    mean, m2 = float(v.mean()), float(np.dot(v, v) / n)
+    q = WHITE_X / n
+    hi = 1 + 2 * np.sqrt(q) + 2 * q
+    if m2 > hi:
+        raise ValueError(f"{name} has mean square {m2:.4g} over {n} values; white noise stays below {hi:.4g}")
+    if upper_only:
+        return
+    lo = 1 - 2 * np.sqrt(q)
+    if m2 < lo or abs(mean) > np.sqrt(2 * q):
+        raise ValueError(f"{name} has mean {mean:.4g} and mean square {m2:.4g} over {n} values; white noise "
+                         f"keeps |mean| ≤ {np.sqrt(2 * q):.4g} and mean square ≥ {lo:.4g}")

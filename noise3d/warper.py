@@ -15,6 +15,8 @@ so they agree to float tolerance and each is bit-reproducible whatever the threa
 import json
 import os
 import threading
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -225,15 +227,27 @@ class VolumeWarper(Serialised):
 
     @classmethod
     def load(cls, path, backend="auto"):
+        """A warper resumed from a `save` file; any damaged or foreign file is one ValueError
+        (the state must be finite white noise of the saved shape, the frame a count)."""
         path = os.fspath(path)
         try:
             with np.load(path, allow_pickle=False) as d:
                 config, state = json.loads(str(d["config"])), d["state"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
-        frame = config.pop("frame")
-        v = cls(**config, backend=backend, noise=state)
-        v.frame = int(frame)
+        try:
+            if not isinstance(config, dict):
+                raise ValueError("saved config must be a JSON object")
+            frame = config.pop("frame", None)
+            if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+                raise ValueError(f"saved frame must be a non-negative integer, got {frame!r}")
+            ops.check_white(state, "saved state")
+            v = cls(**config, backend=backend, noise=state)
+        except TypeError as exc:
+            raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        v.frame = frame
         return v
 
     def backward_flow(self, flow, direction="backward"):

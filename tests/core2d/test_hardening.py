@@ -149,3 +149,89 @@ def test_gp_stays_a_gp_sample_under_huge_finite_flows(backend, mag):
 def test_gp_lengthscale_is_validated(bad):
     with pytest.raises(ValueError, match="gp_lengthscale"):
         core2d.NoiseWarper(8, 8, method="gp", gp_lengthscale=bad, backend="numpy")
+
+
+# ---------------------------------------------------------------------------- saved states (5)
+def _saved(tmp_path, method="particle", steps=2, **kw):
+    w = core2d.NoiseWarper(16, 20, channels=4, method=method, seed=7, backend="numpy", gp_features=64, **kw)
+    for _ in range(steps):
+        w.step(rotation(16, 20, 3))
+    w.save(tmp_path / "state.npz")
+    return w, dict(np.load(tmp_path / "state.npz"))
+
+
+def _write(tmp_path, d, name="bad.npz"):
+    p = tmp_path / name
+    with open(p, "wb") as f:
+        np.savez(f, **d)
+    return p
+
+
+def test_a_refused_state_changes_nothing(tmp_path):
+    w, d = _saved(tmp_path)
+    before = (w.frame, w.noise.copy(), w.state_dict()["state"].copy(), w.degrade)
+    for bad in (dict(d, degrade=np.float32(2.0)), dict(d, state=d["state"] * np.float32(np.nan)),
+                dict(d, config=d["config"].item().replace('"frame": 2', '"frame": -1'))):
+        with pytest.raises(ValueError):
+            w.load_state_dict(bad)
+        assert w.frame == before[0] and np.array_equal(w.noise, before[1])
+        assert np.array_equal(w.state_dict()["state"], before[2]) and w.degrade == before[3]
+
+
+def test_every_damaged_file_is_one_clear_value_error(tmp_path):
+    _, d = _saved(tmp_path)
+    raw = open(tmp_path / "state.npz", "rb").read()
+    files = {"truncated.npz": raw[: len(raw) // 2], "empty.npz": b"", "junk.npz": b"PK\x03\x04" + bytes(200),
+             "text.npz": b"hello"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    paths = [tmp_path / n for n in files]
+    paths.append(_write(tmp_path, {k: v for k, v in d.items() if k != "config"}, "noconfig.npz"))
+    paths.append(_write(tmp_path, {k: v for k, v in d.items() if k != "state"}, "nostate.npz"))
+    paths.append(_write(tmp_path, dict(d, config=np.array("{not json")), "notjson.npz"))
+    paths.append(_write(tmp_path, dict(d, config=np.array("[1, 2]")), "list.npz"))
+    cfg = d["config"].item()
+    paths.append(_write(tmp_path, dict(d, config=np.array(cfg[:-1] + ', "colour": 3}')), "extra.npz"))
+    paths.append(_write(tmp_path, dict(d, config=np.array(cfg.replace('"seed": 7', '"seed": "7"'))), "seedstr.npz"))
+    for p in paths:
+        with pytest.raises(ValueError, match=str(p.name)):
+            core2d.NoiseWarper.load(p)
+
+
+@pytest.mark.parametrize("frame", ["-1", "2.5", "true", '"3"', "null"])
+def test_bad_saved_frames_are_refused(tmp_path, frame):
+    _, d = _saved(tmp_path)
+    p = _write(tmp_path, dict(d, config=np.array(d["config"].item().replace('"frame": 2', f'"frame": {frame}'))))
+    with pytest.raises(ValueError, match="frame"):
+        core2d.NoiseWarper.load(p)
+
+
+@pytest.mark.parametrize("change", ["nan", "int", "x100", "x1.5", "shape", "constant"])
+def test_impossible_saved_states_are_refused(tmp_path, change):
+    """A state is i.i.d. N(0,1): its mean and mean square over N values stay within bounds that
+    a true state crosses with probability < e^-30 (checked for any N, below)."""
+    _, d = _saved(tmp_path, supersample=2)
+    s = d["state"]
+    s = {"nan": np.where(np.arange(s.size).reshape(s.shape) == 5, np.nan, s), "int": np.round(s).astype(np.int64),
+         "x100": s * 100, "x1.5": s * 1.5, "shape": s[:-2], "constant": np.ones_like(s)}[change]
+    with pytest.raises(ValueError, match="state"):
+        core2d.NoiseWarper.load(_write(tmp_path, dict(d, state=s)))
+
+
+@pytest.mark.parametrize("method", core2d.METHODS)
+def test_every_method_reloads_its_own_states(tmp_path, method):
+    for steps in (0, 3):
+        w, _ = _saved(tmp_path, method=method, steps=steps, supersample=2)
+        back = core2d.NoiseWarper.load(tmp_path / "state.npz")
+        assert back.frame == steps and np.array_equal(back.noise, w.noise)
+
+
+def test_white_bounds_hold_for_true_noise_of_any_size():
+    from core2d.ops import check_white
+
+    rs = np.random.default_rng(0)
+    for n in (1, 2, 3, 8, 64, 4096):
+        for _ in range(2000 if n < 100 else 50):
+            check_white(rs.standard_normal(n).astype(np.float32))
+    with pytest.raises(ValueError):
+        check_white(np.full(4096, 1.2, np.float32))

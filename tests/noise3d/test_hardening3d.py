@@ -66,3 +66,42 @@ def test_damaged_vdb_files_give_value_errors_within_bounded_memory(tmp_path):
     assert outcomes.count("ValueError") > len(paths) // 3
     # the file is 12 kB: reading any version of it needs no more than the interpreter itself
     assert report["maxrss_kb"] < 400 * 1024, report["maxrss_kb"]
+
+
+# ---------------------------------------------------------------------------- saved states (5)
+def _saved(tmp_path):
+    v = noise3d.VolumeWarper((6, 5, 4), channels=2, method="supersample", factor=2, seed=3, backend="numpy")
+    v.step(np.full((6, 5, 4, 3), 0.3, np.float32))
+    v.save(tmp_path / "vol.npz")
+    return v, dict(np.load(tmp_path / "vol.npz"))
+
+
+def _write(tmp_path, d, name="bad.npz"):
+    p = tmp_path / name
+    with open(p, "wb") as f:
+        np.savez(f, **d)
+    return p
+
+
+def test_volume_states_round_trip_and_damage_is_one_value_error(tmp_path):
+    v, d = _saved(tmp_path)
+    back = noise3d.VolumeWarper.load(tmp_path / "vol.npz", backend="numpy")
+    assert back.frame == 1 and np.array_equal(back.noise, v.noise)
+    raw = (tmp_path / "vol.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04" + bytes(100))
+    cfg = d["config"].item()
+    s = d["state"]
+    bad = [tmp_path / "cut.npz", tmp_path / "junk.npz",
+           _write(tmp_path, {"state": s}, "noconfig.npz"),
+           _write(tmp_path, dict(d, config=np.array("[1]")), "list.npz"),
+           _write(tmp_path, dict(d, config=np.array(cfg[:-1] + ', "colour": 1}')), "extra.npz"),
+           _write(tmp_path, dict(d, state=s * 100), "x100.npz"),
+           _write(tmp_path, dict(d, state=np.round(s).astype(np.int32)), "int.npz"),
+           _write(tmp_path, dict(d, state=np.where(s > 2, np.nan, s)), "nan.npz")]
+    for frame in ("-1", "1.5", "true"):
+        bad.append(_write(tmp_path, dict(d, config=np.array(cfg.replace('"frame": 1', f'"frame": {frame}'))),
+                          f"frame{frame}.npz"))
+    for p in bad:
+        with pytest.raises(ValueError, match=p.name):
+            noise3d.VolumeWarper.load(p, backend="numpy")

@@ -148,7 +148,7 @@ def write_npz(path, noise, voxel_size, origin, name="noise", density=None):
 
 def _grid(vdb, cls, values, name, vs, org, fog):
     g = cls()
-    g.copyFromArray(np.ascontiguousarray(values))
+    g.copyFromArray(np.require(values, requirements="CW"))      # the binding refuses read-only arrays
     g.name = name
     g.transform = _transform(vdb, vs, org)
     if fog:

@@ -139,6 +139,12 @@ def particle_step_taichi(x, flow, seed, frame, buffers=None, factor=1):
 
 
 # ----------------------------------------------------------------------------- the warper
+def _read_only(a):
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def _resolve_backend(backend):
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -198,20 +204,21 @@ class VolumeWarper(Serialised):
                                  + (" (the fine state)" if factor > 1 else ""))
             if not np.isfinite(noise).all():
                 raise ValueError("initial noise contains NaN/inf")
-            self._state = np.ascontiguousarray(noise)
+            self._state = np.array(noise, np.float32, order="C")      # a copy: the caller keeps theirs
         else:
             n = int(np.prod(fine))
             self._state = rng.gauss(self.seed, 0, rng.INIT, np.arange(n), 0, channels).reshape(fine + (channels,))
 
     @property
     def noise(self) -> np.ndarray:
-        """The current frame, [X, Y, Z, C] float32 (the ∫-pooled state for method='supersample')."""
-        return ops.pool(self._state, self.factor) if self.factor > 1 else self._state
+        """The current frame, [X, Y, Z, C] float32 (the ∫-pooled state for method='supersample'),
+        read-only: writing to it must not change the warper (copy it to modify)."""
+        return _read_only(ops.pool(self._state, self.factor) if self.factor > 1 else self._state)
 
     @property
     def state(self) -> np.ndarray:
-        """The internal noise, [sX, sY, sZ, C] (equal to `noise` for method='particle')."""
-        return self._state
+        """The internal noise, [sX, sY, sZ, C] (equal to `noise` for method='particle'), read-only."""
+        return _read_only(self._state)
 
     def save(self, path):
         """Write the state and what made it to an .npz, atomically; `load` resumes exactly."""

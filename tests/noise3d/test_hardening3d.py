@@ -105,3 +105,26 @@ def test_volume_states_round_trip_and_damage_is_one_value_error(tmp_path):
     for p in bad:
         with pytest.raises(ValueError, match=p.name):
             noise3d.VolumeWarper.load(p, backend="numpy")
+
+
+# ---------------------------------------------------------------------------- aliasing (6)
+@pytest.mark.parametrize("method", noise3d.METHODS)
+def test_volume_results_do_not_alias_the_state(method):
+    shape = (5, 4, 6)
+    fine = tuple(2 * n for n in shape) if method == "supersample" else shape
+    init = np.random.default_rng(1).standard_normal(fine + (2,)).astype(np.float32)
+    mine = init.copy()
+    v = noise3d.VolumeWarper(shape, 2, method=method, factor=2, backend="numpy", noise=mine)
+    mine *= 0                                              # the caller's array stays theirs
+    ref = noise3d.VolumeWarper(shape, 2, method=method, factor=2, backend="numpy", noise=init)
+    assert np.array_equal(v.noise, ref.noise)
+    flow = np.full(shape + (3,), 0.4, np.float32)
+    y = v.step(flow)
+    for out in (y, v.noise, v.state):
+        try:
+            out *= 0                                       # refused (read-only) or harmless
+        except ValueError:
+            pass
+    ref.step(flow)
+    assert np.array_equal(v.noise, ref.noise)
+    assert np.array_equal(v.step(flow), ref.step(flow)) and np.abs(v.noise).max() > 0

@@ -71,6 +71,21 @@ def degrade(noise: np.ndarray, alpha, seed: int, frame: int) -> np.ndarray:
     return (((1 - a) * noise + a * eps) / np.sqrt((1 - a) ** 2 + a ** 2)).astype(np.float32)
 
 
+def check_int(name, v, low=1) -> int:
+    """v as a Python int ≥ low; ValueError for anything else (floats, strings, bools, arrays)."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    return int(v)
+
+
+def check_number(name, v, positive=True) -> float:
+    """v as a finite float (> 0 when positive, else ≥ 0); ValueError for strings, bools, NaN/inf."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
+            or (v <= 0 if positive else v < 0):
+        raise ValueError(f"{name} must be a finite {'positive' if positive else 'non-negative'} number, got {v!r}")
+    return float(v)
+
+
 def check_flow(flow, spatial_shape, frame=None, name="flow") -> np.ndarray:
     """Validate a flow [*spatial, D] (D = len(spatial_shape)); return it as C-contiguous float32.
 
@@ -87,13 +102,21 @@ def check_flow(flow, spatial_shape, frame=None, name="flow") -> np.ndarray:
         raise ValueError(f"{name}{where} has dtype {flow.dtype}; expected a float array of shape {expected}")
     if tuple(flow.shape) != expected:
         raise ValueError(f"{name}{where} has shape {tuple(flow.shape)}; expected {expected}")
-    flow = np.ascontiguousarray(flow, np.float32)
+    unit = "pixel" if len(spatial_shape) == 2 else "voxel" if len(spatial_shape) == 3 else "cell"
+    if flow.dtype.itemsize > 4 and flow.dtype.kind == "f":   # finite but beyond float32 is not NaN/inf
+        with np.errstate(invalid="ignore"):
+            big = (np.abs(flow) > np.finfo(np.float32).max).any(axis=-1)
+        if big.any():
+            first = tuple(int(v) for v in np.argwhere(big)[0])
+            raise ValueError(f"{name}{where} has {int(big.sum())} {unit}(s) with values beyond the float32 "
+                             f"range ±3.4e38 (first at index {first})")
+    with np.errstate(over="ignore"):
+        flow = np.ascontiguousarray(flow, np.float32)
     if np.isfinite(flow.sum(dtype=np.float64)):   # one fast reduction; NaN/inf would propagate
         return flow
     bad = ~np.isfinite(flow).all(axis=-1)
     if bad.any():
         first = tuple(int(v) for v in np.argwhere(bad)[0])
-        unit = "pixel" if len(spatial_shape) == 2 else "voxel" if len(spatial_shape) == 3 else "cell"
         raise ValueError(f"{name}{where} has {int(bad.sum())} {unit}(s) with NaN/inf values "
                          f"(first at index {first})")
     return flow

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _taichi, gp, grid, particle, rng, upsample
 from .flow import invert_flow
-from .ops import check_flow, check_white, degrade, pool, upsample_flow
+from .ops import check_flow, check_int, check_number, check_white, degrade, pool, upsample_flow
 
 METHODS = ("particle", "grid", "upsample", "gp", "nearest", "bilinear", "fixed", "resample")
 BACKENDS = ("auto", "taichi", "numpy")
@@ -91,8 +91,7 @@ class NoiseWarper(Serialised):
         for name, v in (("height", height), ("width", width), ("channels", channels),
                         ("supersample", supersample), ("latent_factor", latent_factor),
                         ("upsample_k", upsample_k), ("gp_features", gp_features), ("max_span", max_span)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            check_int(name, v)
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
         if dtype not in DTYPES:
@@ -103,19 +102,14 @@ class NoiseWarper(Serialised):
             raise ValueError(f"footprint must be one of {', '.join(FOOTPRINTS)}, got {footprint!r}")
         if height % latent_factor or width % latent_factor:
             raise ValueError(f"frame size {height}×{width} is not divisible by latent_factor {latent_factor}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        rng.seed_key(seed)                 # an integer in [0, 2**32), or ValueError
         self.height, self.width, self.channels = int(height), int(width), int(channels)
         self.method, self.seed = method, int(seed)
         self.supersample, self.latent_factor = int(supersample), int(latent_factor)
         self.dtype, self.upsample_k, self.holes = dtype, int(upsample_k), holes
         self.gp_features = int(gp_features)
-        if gp_lengthscale is None:
-            gp_lengthscale = gp.DEFAULT_LENGTHSCALE
-        if isinstance(gp_lengthscale, bool) or not isinstance(gp_lengthscale, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(gp_lengthscale) or gp_lengthscale <= 0:
-            raise ValueError(f"gp_lengthscale must be a positive finite number of pixels, got {gp_lengthscale!r}")
-        self.gp_lengthscale = float(gp_lengthscale)
+        self.gp_lengthscale = check_number(
+            "gp_lengthscale", gp.DEFAULT_LENGTHSCALE if gp_lengthscale is None else gp_lengthscale)
         self.max_span = int(max_span)
         self.footprint = footprint
         self.backend_requested = backend
@@ -244,7 +238,10 @@ class NoiseWarper(Serialised):
         return np.array(state, np.float32), frame, alpha
 
     def _check_alpha(self, alpha):
-        a = np.asarray(alpha, np.float32)
+        a = np.asarray(alpha)
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"degradation α must be a number or a numeric mask, got {alpha!r}"[:200])
+        a = a.astype(np.float32)
         if a.ndim and a.shape != self.output_shape[:2]:
             raise ValueError(f"degradation mask has shape {a.shape}, expected {self.output_shape[:2]}")
         if not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a > 1):

@@ -18,6 +18,10 @@ Several meshes: inside wins; overlapping bands average.
 """
 import numpy as np
 
+from core2d.ops import check_int, check_number
+
+from .vdb import _placement
+
 _EPS_ANCHOR = 1e-4
 
 
@@ -32,11 +36,16 @@ def _as_meshes(mesh, what):
     out = []
     for m in items:
         if hasattr(m, "vertices") and hasattr(m, "faces"):
-            V, F = np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
+            V, F = np.asarray(m.vertices), np.asarray(m.faces)
         elif isinstance(m, (list, tuple)) and len(m) == 2:
-            V, F = np.asarray(m[0], np.float64), np.asarray(m[1], np.int64)
+            V, F = np.asarray(m[0]), np.asarray(m[1])
         else:
-            V, F = np.asarray(m, np.float64), None
+            V, F = np.asarray(m), None
+        if V.dtype.kind not in "fiu":
+            raise ValueError(f"{what}: vertices must be numbers; got dtype {V.dtype}")
+        if F is not None and F.size and F.dtype.kind not in "iu":
+            raise ValueError(f"{what}: face indices must be integers; got dtype {F.dtype}")
+        V, F = V.astype(np.float64), (None if F is None else F.astype(np.int64))
         if V.ndim != 2 or V.shape[1] != 3:
             raise ValueError(f"{what}: vertices must be [n, 3]; got shape {V.shape}")
         if not np.isfinite(V).all():
@@ -53,13 +62,10 @@ def _is_mesh_like(m):
 
 
 def _grid_params(shape, origin, voxel_size):
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be three positive sizes (X, Y, Z); got {shape}")
-    origin = np.broadcast_to(np.asarray(origin, np.float64), (3,)).copy()
-    vs = np.broadcast_to(np.asarray(voxel_size, np.float64), (3,)).copy()
-    if not (np.isfinite(origin).all() and np.isfinite(vs).all() and (vs > 0).all()):
-        raise ValueError(f"voxel size must be positive and origin finite; got {voxel_size}, {origin}")
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3:
+        raise ValueError(f"shape must be three positive integers (X, Y, Z); got {shape!r}")
+    shape = tuple(check_int("each size of shape", n) for n in shape)
+    vs, origin = _placement(voxel_size, origin)
     return shape, origin, vs
 
 
@@ -402,14 +408,10 @@ def mesh_motion_field(mesh_a, mesh_b, shape, origin, voxel_size, band=3.0, backg
     from scipy.spatial import cKDTree
 
     shape, origin, vs = _grid_params(shape, origin, voxel_size)
-    band = float(band)
-    if not np.isfinite(band) or band < 0:
-        raise ValueError(f"band must be a non-negative number of voxels; got {band}")
-    if stride is None:
-        stride = 2 if max(shape) >= 64 else 1
-    stride = int(stride)
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1; got {stride}")
+    band = check_number("band (voxels)", band, positive=False)
+    k = check_int("k (neighbours)", k)
+    spacing = check_number("spacing (voxels)", spacing)
+    stride = check_int("stride", stride if stride is not None else 2 if max(shape) >= 64 else 1)
     A = _as_meshes(mesh_a, "mesh_a")
     B = _as_meshes(mesh_b, "mesh_b")
     if len(A) != len(B):

@@ -172,17 +172,15 @@ class VolumeWarper(Serialised):
 
     def __init__(self, shape, channels=1, method="particle", seed=0, backend="auto", factor=2,
                  noise=None):
-        shape = tuple(int(n) for n in shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"shape must be three positive sizes (X, Y, Z); got {shape}")
-        channels = int(channels)
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1; got {channels}")
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3:
+            raise ValueError(f"shape must be three positive integers (X, Y, Z); got {shape!r}")
+        shape = tuple(ops.check_int("each size of shape", n) for n in shape)
+        channels = ops.check_int("channels", channels)
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-        factor = int(factor) if method == "supersample" else 1
-        if factor < 1:
-            raise ValueError(f"supersampling factor must be >= 1; got {factor}")
+        factor = ops.check_int("supersampling factor", factor)
+        if method != "supersample":
+            factor = 1
         if np.prod([n * factor for n in shape], dtype=np.float64) >= 2 ** 31:
             raise ValueError(f"volume {shape} × factor {factor} has too many voxels (the kernels "
                              "index cells with 32-bit integers); use a smaller shape or factor")
@@ -191,8 +189,8 @@ class VolumeWarper(Serialised):
         self.method = method
         self.factor = factor
         self.backend = _resolve_backend(backend)
+        self.seed = rng.seed_key(seed)              # an integer in [0, 2**32), or ValueError
         self._user_seed = int(seed)
-        self.seed = rng.seed_key(seed)
         self.frame = 0
         self._lock = threading.RLock()
         self._buffers = None

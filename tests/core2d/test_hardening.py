@@ -235,3 +235,34 @@ def test_white_bounds_hold_for_true_noise_of_any_size():
             check_white(rs.standard_normal(n).astype(np.float32))
     with pytest.raises(ValueError):
         check_white(np.full(4096, 1.2, np.float32))
+
+
+# ---------------------------------------------------------------------------- silent conversions (7)
+@pytest.mark.parametrize("bad", ["0.5", True, np.array(["0.5"]), None])
+def test_degrade_must_be_numeric(bad):
+    with pytest.raises(ValueError, match="degradation"):
+        core2d.NoiseWarper(8, 8, degrade=bad, backend="numpy")
+
+
+def test_seeds_use_all_their_bits_or_are_refused():
+    from core2d import rng
+
+    keys = {rng.seed_key(s) for s in (0, 1, 2 ** 31, 2 ** 32 - 1)}
+    assert len(keys) == 4
+    for bad in (2 ** 32, 2 ** 32 + 1, 2 ** 64, -1, 2.0, "3", True):
+        with pytest.raises(ValueError, match="seed"):
+            rng.seed_key(bad)
+        with pytest.raises(ValueError, match="seed"):
+            core2d.NoiseWarper(8, 8, seed=bad, backend="numpy")
+
+
+def test_finite_float64_flow_beyond_float32_is_named_correctly():
+    w = core2d.NoiseWarper(8, 8, backend="numpy")
+    f = np.zeros((8, 8, 2))
+    f[3, 4, 1] = 1e300
+    with pytest.raises(ValueError, match=r"beyond the float32 range.*\(3, 4\)"):
+        w.step(f)
+    f[3, 4, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN/inf"):
+        w.step(f)
+    assert w.frame == 0

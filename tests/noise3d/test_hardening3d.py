@@ -128,3 +128,70 @@ def test_volume_results_do_not_alias_the_state(method):
     ref.step(flow)
     assert np.array_equal(v.noise, ref.noise)
     assert np.array_equal(v.step(flow), ref.step(flow)) and np.abs(v.noise).max() > 0
+
+
+# ---------------------------------------------------------------------------- silent conversions (7)
+@pytest.mark.parametrize("fallback", [False, True])
+def test_volume_writers_refuse_nan_and_wrong_shapes(tmp_path, fallback, monkeypatch):
+    if fallback:
+        monkeypatch.setenv("NOISEWARP_NO_OPENVDB", "1")
+    good = np.zeros((3, 4, 5, 2), np.float32)
+    bad_noise = [np.where(np.arange(good.size).reshape(good.shape) == 7, np.nan, good),
+                 np.full((3, 4, 5), np.inf, np.float32), np.zeros(10, np.float32), np.zeros((3, 4), np.float32),
+                 np.array([["a"]])]
+    for k, n in enumerate(bad_noise):
+        with pytest.raises(ValueError, match="noise"):
+            noise3d.write_vdb(tmp_path / f"n{k}.vdb", n, 1.0, (0, 0, 0))
+    with pytest.raises(ValueError, match="density"):
+        noise3d.write_vdb(tmp_path / "d.vdb", good, 1.0, (0, 0, 0), density=np.full((3, 4, 5), np.nan))
+    for vs, org in (("0.5", 0), (1.0, "0"), (0.0, 0), (1.0, (0, 0))):
+        with pytest.raises(ValueError, match="voxel size"):
+            noise3d.write_vdb(tmp_path / "p.vdb", good, vs, org)
+    assert list(tmp_path.iterdir()) == []                       # nothing half-written
+
+
+def test_npz_volumes_with_nan_or_wrong_ndim_are_refused_on_read(tmp_path):
+    for name, arr in (("nan", np.full((2, 2, 2), np.nan, np.float32)), ("flat", np.zeros(8, np.float32)),
+                      ("5d", np.zeros((1, 2, 2, 2, 1), np.float32))):
+        p = tmp_path / f"{name}.npz"
+        with open(p, "wb") as f:
+            np.savez(f, noise=arr)
+        with pytest.raises(ValueError, match=p.name):
+            noise3d.read_vdb(p)
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04" + bytes(64))
+    with pytest.raises(ValueError, match="cut.npz"):
+        noise3d.read_vdb(tmp_path / "cut.npz")
+
+
+@pytest.mark.parametrize("kw", [dict(channels=1.7), dict(channels="2"), dict(channels=True), dict(channels=0),
+                                dict(shape=(4.9, 4, 4)), dict(shape=(4, 4)), dict(shape="444"),
+                                dict(shape=(4, 0, 4)), dict(seed=2.9), dict(seed=-1), dict(seed=2 ** 32),
+                                dict(seed="1"), dict(method="supersample", factor=2.5),
+                                dict(method="supersample", factor=0), dict(factor=2.5)])
+def test_volume_warper_options_are_validated_like_the_2d_ones(kw):
+    kw = dict(dict(shape=(4, 4, 4), channels=1, method="particle", seed=0), **kw)
+    with pytest.raises(ValueError):
+        noise3d.VolumeWarper(kw.pop("shape"), backend="numpy", **kw)
+
+
+def _box():
+    import trimesh
+    return trimesh.creation.box(extents=(2.0, 2.0, 2.0))
+
+
+@pytest.mark.parametrize("kw", [dict(k=0), dict(k=2.5), dict(spacing=0), dict(spacing=float("nan")),
+                                dict(spacing="1"), dict(band=-1), dict(band=float("inf")), dict(stride=1.5),
+                                dict(shape=(8.5, 8, 8)), dict(voxel_size="0.5")])
+def test_mesh_motion_field_validates_its_numbers(kw):
+    m = _box()
+    args = dict(shape=(8, 8, 8), origin=(-2, -2, -2), voxel_size=0.5)
+    args.update(kw)
+    with pytest.raises(ValueError):
+        noise3d.mesh_motion_field(m, m.vertices + 0.1, **args)
+
+
+def test_mesh_motion_field_refuses_float_face_indices():
+    m = _box()
+    faces = m.faces.astype(np.float64) + 0.3
+    with pytest.raises(ValueError, match="face indices must be integers"):
+        noise3d.mesh_motion_field((m.vertices, faces), m.vertices + 0.1, (8, 8, 8), (-2, -2, -2), 0.5)

@@ -11,7 +11,7 @@ def pool(noise: np.ndarray, factor: int) -> np.ndarray:
     (this is how latent-resolution noise is made). noise: [*spatial, C]; every spatial size
     must be divisible by factor.
     """
-    factor = int(factor)
+    factor = check_int("pooling factor", factor)
     if factor == 1:
         return noise
     spatial = noise.shape[:-1]
@@ -33,7 +33,10 @@ def upsample_flow(flow: np.ndarray, factor: int) -> np.ndarray:
 
     Works for [*spatial, D] flows with D = number of spatial axes (2D or 3D).
     """
-    factor = int(factor)
+    factor = check_int("upsampling factor", factor)
+    flow = np.asarray(flow)
+    if flow.ndim < 2 or flow.shape[-1] != flow.ndim - 1:
+        raise ValueError(f"flow must be [*spatial, D] with D spatial axes; got shape {flow.shape}")
     if factor == 1:
         return flow
     out = flow.astype(np.float32)
@@ -57,7 +60,13 @@ def degrade(noise: np.ndarray, alpha, seed: int, frame: int) -> np.ndarray:
     alpha: a scalar or an array broadcastable to noise's spatial shape (a per-pixel mask).
     Correlation with the input is (1-α)/sqrt((1-α)² + α²). ε is keyed by (seed, frame, pixel).
     """
-    alpha = np.asarray(alpha, np.float32)
+    alpha = np.asarray(alpha)
+    if alpha.dtype.kind not in "fiu":
+        raise ValueError(f"degradation α must be a number or a numeric mask, got {alpha!r}"[:200])
+    alpha = alpha.astype(np.float32)
+    for name, v in (("seed", seed), ("frame", frame)):
+        if check_int(name, v, low=0) >= 2 ** 32:
+            raise ValueError(f"{name} must be below 2**32, got {v!r}")
     if alpha.ndim and alpha.shape != noise.shape[:-1]:
         raise ValueError(f"degradation mask has shape {alpha.shape}, expected {noise.shape[:-1]} "
                          "(the output's spatial shape)")

@@ -266,3 +266,40 @@ def test_finite_float64_flow_beyond_float32_is_named_correctly():
     with pytest.raises(ValueError, match="NaN/inf"):
         w.step(f)
     assert w.frame == 0
+
+
+# ---------------------------------------------------------------------------- public helpers (8)
+def test_public_helpers_refuse_bad_arguments_clearly():
+    x = np.random.default_rng(0).standard_normal((8, 8, 2)).astype(np.float32)
+    f = np.zeros((8, 8, 2), np.float32)
+    for factor in (0, -2, 2.5, "2", True):
+        with pytest.raises(ValueError, match="pooling factor"):
+            core2d.pool(x, factor)
+        with pytest.raises(ValueError, match="upsampling factor"):
+            core2d.upsample_flow(f, factor)
+    with pytest.raises(ValueError, match=r"\[\*spatial, D\]"):
+        core2d.upsample_flow(np.zeros((8, 8, 3)), 2)
+    for args, what in (((0.5, -1, 0), "seed"), ((0.5, 2 ** 32, 0), "seed"), ((0.5, 0, -1), "frame"),
+                       ((0.5, 0.5, 0), "seed"), (("0.5", 0, 0), "degradation"), ((1.5, 0, 0), "degradation")):
+        with pytest.raises(ValueError, match=what):
+            core2d.degrade(x, *args)
+    assert core2d.pool(x, 2).shape == (4, 4, 2) and core2d.upsample_flow(f, 2).shape == (16, 16, 2)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_invert_flow_refuses_nan_and_inf(bad):
+    f = np.zeros((6, 7, 2), np.float32)
+    f[2, 3, 0] = bad
+    with pytest.raises(ValueError, match=r"NaN/inf.*\(2, 3\)"):
+        core2d.invert_flow(f)
+    f3 = np.zeros((4, 4, 4, 3), np.float32)
+    f3[1, 2, 3, 2] = bad
+    with pytest.raises(ValueError, match="NaN/inf"):
+        core2d.invert_flow(f3)
+
+
+def test_invert_flow_of_huge_finite_flow_is_all_holes():
+    f = np.full((6, 7, 2), 1e30, np.float32)
+    b = core2d.invert_flow(f, holes="fresh")
+    from core2d.flow import OUTSIDE
+    assert np.all(b == OUTSIDE)

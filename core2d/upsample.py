@@ -199,4 +199,6 @@ def step_taichi(x, flow, seed, frame, k=4, max_span=grid.MAX_SPAN):
     own(Pf, owner, H, W, k)
     y = np.zeros((H * W, C), np.float32)
     gather(np.ascontiguousarray(x.reshape(-1, C)), Pf, area, zb, owner, y, H, W, k, seed, frame)
-    return y.reshape(H, W, C), {"fallback_pixels": int(bad.sum())}
+    count = np.bincount(owner[owner < H * W], minlength=H * W)        # sub-pixels each pixel gathered
+    fresh = int(np.count_nonzero((count == 0) & (area <= 0)))         # as step_numpy: nothing at all
+    return y.reshape(H, W, C), {"fallback_pixels": int(bad.sum()), "fresh_pixels": fresh}

@@ -78,6 +78,10 @@ class NoiseWarper(Serialised):
                     local Jacobian's area and aspect: under minification it integrates every cell
                     the pixel covers instead of sampling one; robust to folds like the unit square).
 
+    `last_stats` counts what the last step did, with the same keys and values on both backends:
+    'fresh_pixels' (particle, nearest, upsample), 'fallback_pixels' (grid, upsample, and boxes
+    clamped by the jacobian footprint); the baselines report nothing.
+
     Threads: a warper may be shared by threads; its steps are serialised (each is whole, none is
     lost), in whatever order the threads make them. Taichi runs one kernel launch at a time in a
     process (core2d._taichi.LOCK, shared with the 3D warper), so for parallel jobs use processes

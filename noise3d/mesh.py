@@ -16,6 +16,8 @@ far-apart "anchor" samples with a tiny weight keep the 4×4 system non-singular 
 nearest samples are coplanar. It fades to the background with a smoothstep of the distance.
 Several meshes: inside wins; overlapping bands average.
 """
+import warnings
+
 import numpy as np
 
 from core2d.ops import check_int, check_number
@@ -138,12 +140,17 @@ def _ray_hits(P, F, shape, offset=_RAY_OFFSET):
             np.sign(area2[t[hit]]).astype(np.int32))
 
 
+def open_edges(F):
+    """How many edges are not shared by exactly two triangles (0: the mesh bounds a solid)."""
+    e = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(e[:, 0].astype(np.int64) * (int(F.max()) + 1) + e[:, 1], return_counts=True)
+    return int((counts != 2).sum()) if len(counts) else 1
+
+
 def is_closed(F):
     """Every edge shared by exactly two triangles: the mesh bounds a solid (open sheets get
     only the band around their surface, no inside)."""
-    e = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
-    _, counts = np.unique(e[:, 0].astype(np.int64) * (int(F.max()) + 1) + e[:, 1], return_counts=True)
-    return bool(len(counts)) and bool((counts == 2).all())
+    return open_edges(F) == 0
 
 
 def winding_numbers(P, F, shape):
@@ -438,12 +445,17 @@ def mesh_motion_field(mesh_a, mesh_b, shape, origin, voxel_size, band=3.0, backg
     wsum = np.zeros(shape, np.float32)
     inside_any = np.zeros(shape, bool)
     meshes = []
-    for (Va, Fa), (Vb, _) in zip(A, B):
+    for m, ((Va, Fa), (Vb, _)) in enumerate(zip(A, B)):
         P = (Va - origin) / vs
         D = (Vb - Va) / vs
         inside = np.zeros(shape, bool)
-        if Fa is not None and len(Fa) and is_closed(Fa):
+        n_open = open_edges(Fa) if Fa is not None and len(Fa) else 0
+        if Fa is not None and len(Fa) and not n_open:
             inside = winding_numbers(P, Fa, shape) != 0
+        elif n_open:
+            warnings.warn(f"mesh {m} is not closed ({n_open} edge(s) not shared by exactly two triangles): "
+                          f"it has no inside, so its motion reaches only {band:g} voxels from its surface and "
+                          "fades to the background beyond; close the mesh to move its interior", stacklevel=2)
         meshes.append((P, D, Fa, inside))
         inside_any |= inside
 

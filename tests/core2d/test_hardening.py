@@ -303,3 +303,21 @@ def test_invert_flow_of_huge_finite_flow_is_all_holes():
     b = core2d.invert_flow(f, holes="fresh")
     from core2d.flow import OUTSIDE
     assert np.all(b == OUTSIDE)
+
+
+# ---------------------------------------------------------------------------- backends report alike (10)
+@pytest.mark.parametrize("method,opt", [("particle", {}), ("particle", {"footprint": "jacobian"}), ("nearest", {}),
+                                        ("grid", {}), ("upsample", {}), ("bilinear", {}), ("gp", {}),
+                                        ("fixed", {}), ("resample", {})])
+def test_last_stats_have_the_same_keys_and_counts_on_both_backends(method, opt):
+    from .helpers import maps
+
+    H, W = 24, 28
+    flows = [maps(H, W)[k] for k in ("fold", "collapse", "out_of_frame", "zoom_out8")]
+    flows.append(np.full((H, W, 2), 10.5, np.float32))            # half the frame revealed
+    a = core2d.NoiseWarper(H, W, 2, method, seed=9, backend="numpy", gp_features=32, **opt)
+    b = core2d.NoiseWarper(H, W, 2, method, seed=9, backend="taichi", gp_features=32, **opt)
+    for f in flows:
+        a.step(f)
+        b.step(f)
+        assert a.last_stats == b.last_stats

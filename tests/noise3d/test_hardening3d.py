@@ -195,3 +195,18 @@ def test_mesh_motion_field_refuses_float_face_indices():
     faces = m.faces.astype(np.float64) + 0.3
     with pytest.raises(ValueError, match="face indices must be integers"):
         noise3d.mesh_motion_field((m.vertices, faces), m.vertices + 0.1, (8, 8, 8), (-2, -2, -2), 0.5)
+
+
+# ---------------------------------------------------------------------------- open meshes (10)
+def test_an_open_source_mesh_is_reported():
+    import warnings
+
+    m = _box()
+    args = ((-2, -2, -2), 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                         # a closed box: no warning
+        noise3d.mesh_motion_field(m, m.vertices + 0.1, (8, 8, 8), *args)
+    holed = (m.vertices, m.faces[1:])                          # one triangle removed
+    with pytest.warns(UserWarning, match=r"mesh 0 is not closed \(3 edge"):
+        flow = noise3d.mesh_motion_field(holed, m.vertices + 0.1, (8, 8, 8), *args)
+    assert np.isfinite(flow).all()

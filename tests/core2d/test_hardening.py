@@ -161,10 +161,8 @@ def _saved(tmp_path, method="particle", steps=2, **kw):
 
 
 def _write(tmp_path, d, name="bad.npz"):
-    p = tmp_path / name
-    with open(p, "wb") as f:
-        np.savez(f, **d)
-    return p
+    np.savez(tmp_path / name, **d)
+    return tmp_path / name
 
 
 def test_a_refused_state_changes_nothing(tmp_path):

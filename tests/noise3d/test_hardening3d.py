@@ -77,10 +77,8 @@ def _saved(tmp_path):
 
 
 def _write(tmp_path, d, name="bad.npz"):
-    p = tmp_path / name
-    with open(p, "wb") as f:
-        np.savez(f, **d)
-    return p
+    np.savez(tmp_path / name, **d)
+    return tmp_path / name
 
 
 def test_volume_states_round_trip_and_damage_is_one_value_error(tmp_path):

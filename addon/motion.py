@@ -11,6 +11,7 @@ import numpy as np
 import bpy
 
 OWN_TAG = "noise_warp"   # ID property on the objects the extension creates
+GEOMETRY = {"MESH", "CURVE", "SURFACE", "FONT", "META"}   # object types with a surface mesh
 
 
 CYCLES_MISSING = ("Cycles is not available (not in this build, or its add-on is disabled in "
@@ -380,7 +381,7 @@ def mesh_snapshot(scene, depsgraph, width, height, objects=None):
     snap = {}
     for inst in depsgraph.object_instances:
         obj = inst.object
-        if obj.type != "MESH" or not inst.show_self or obj.original.hide_render:
+        if obj.type not in GEOMETRY or not inst.show_self:
             continue
         if names is not None and obj.original.name not in names:
             continue
@@ -483,18 +484,97 @@ def rasterize_backward_flow(current, previous, width, height, max_pairs=4_000_00
     return flow
 
 
+class _RenderDepsgraph(bpy.types.RenderEngine):
+    """A render engine that draws nothing: Blender hands it the depsgraph it builds for a
+    render, which RenderEvaluation passes to a function."""
+    bl_idname = "NOISE_WARP_EVALUATE"
+    bl_label = "Noise Warp (motion)"
+    bl_use_postprocess = False
+
+    def render(self, depsgraph):
+        job = RenderEvaluation.job
+        if job is not None and job[1] is None:
+            try:
+                job[1] = (job[0](depsgraph),)
+            except BaseException as exc:   # re-raised by RenderEvaluation, not lost in Blender
+                job[1] = exc
+
+
+class RenderEvaluation:
+    """Evaluate the scene exactly as the render does (render-level Subdivision, modifiers and
+    objects enabled for renders, render particle counts, hidden-in-viewport objects that
+    render): a render with an engine that draws nothing hands over Blender's render
+    depsgraph. The engine exists only during each call and every setting is put back.
+    """
+
+    job = None
+
+    def __init__(self, scene):
+        self.scene = scene
+
+    def __call__(self, frame, fn):
+        """fn(render depsgraph) at `frame`; the scene is left at `frame`."""
+        scene = self.scene
+        scene.frame_set(frame)
+        o = Overrides()
+        registered = not _RenderDepsgraph.is_registered
+        if registered:
+            bpy.utils.register_class(_RenderDepsgraph)
+        try:
+            r = scene.render
+            o.set(r, "engine", _RenderDepsgraph.bl_idname)
+            o.set(r, "use_compositing", False)
+            o.set(r, "use_sequencer", False)
+            for attr, value in (("resolution_x", 16), ("resolution_y", 16),
+                                ("resolution_percentage", 100), ("use_border", False)):
+                o.set(r, attr, value)   # the image is not used: allocate little
+            layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
+            for vl in scene.view_layers:
+                o.set(vl, "use", vl == layer)
+            hide_own_objects(o, scene)
+            RenderEvaluation.job = [fn, None]
+            if bpy.context.scene == scene:
+                bpy.ops.render.render()
+            else:
+                bpy.ops.render.render(scene=scene.name)
+            result = RenderEvaluation.job[1]
+        finally:
+            RenderEvaluation.job = None
+            o.restore()
+            if registered:
+                bpy.utils.unregister_class(_RenderDepsgraph)
+        if result is None:
+            raise BakeError("Blender did not evaluate the scene for rendering (is the view "
+                            "layer disabled for rendering?)")
+        if isinstance(result, BaseException):
+            raise result
+        return result[0]
+
+
+def own_objects(scene):
+    """Objects the extension made (baked volumes, previews, held cameras): never part of the
+    motion it measures."""
+    return [o for o in scene.objects if OWN_TAG in o]
+
+
+def hide_own_objects(o, scene):
+    for obj in own_objects(scene):
+        o.set(obj, "hide_render", True)
+
+
 class MeshMotion:
-    """Backward flows from the evaluated meshes (no render): frame_set, to_mesh, project."""
+    """Backward flows from the meshes as the render evaluates them, projected through the
+    camera: no image is rendered."""
 
     def __init__(self, scene, width, height):
         self.scene, self.width, self.height = scene, int(width), int(height)
+        self._evaluate = RenderEvaluation(scene)
         self._prev = None
         self._prev_frame = None
 
     def _snap(self, frame):
-        self.scene.frame_set(frame)
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        return mesh_snapshot(self.scene, depsgraph, self.width, self.height)
+        return self._evaluate(frame, lambda depsgraph: mesh_snapshot(
+            self.scene, depsgraph, self.width, self.height))
 
     def flow(self, frame):
         if self._prev_frame != frame - 1:

@@ -1,8 +1,8 @@
 """Volume bake: warped 3D noise in a box, moved by meshes or by a smoke simulation.
 
-Motion 'MESH': noise3d.mesh_motion_field on the evaluated meshes of a collection at two
-consecutive frames (deforming, skinned, shape keys, baked simulations: whatever the depsgraph
-evaluates). Motion 'SMOKE': the velocity grids of a baked fluid domain's cache (fluid.py).
+Motion 'MESH': noise3d.mesh_motion_field on the meshes of a collection at two consecutive
+frames, evaluated as the render evaluates them (deforming, skinned, shape keys, baked
+simulations, render-level modifiers). Motion 'SMOKE': the velocity grids of a baked fluid domain's cache (fluid.py).
 Either gives the backward flow on the later frame's voxel grid. Output: DIR/noise_####.vdb
 (float grid `noise`, and a fog grid `density` when asked) and a Volume object bound to the
 sequence.
@@ -15,8 +15,8 @@ import numpy as np
 import bpy
 
 from .bake import _existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume
-from .motion import (BakeError, mesh_arrays, same_topology, topology_change,
-                     unbaked_simulations)
+from .motion import (GEOMETRY, BakeError, RenderEvaluation, mesh_arrays, same_topology,
+                     topology_change, unbaked_simulations)
 
 VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "frame_end": "frame_end", "domain": "domain",
@@ -40,17 +40,21 @@ def domain_grid(obj, resolution):
 
 
 def collection_meshes(collection, depsgraph):
-    """[(name, world vertices [n, 3] float64, triangles [m, 3], corners [k])] of the evaluated
-    meshes (corners: the topology, see motion.mesh_arrays)."""
+    """[(key, world vertices [n, 3] float64, triangles [m, 3], corners [k])] of the objects in
+    `collection` as `depsgraph` evaluates them (the render's, see motion.RenderEvaluation).
+    key: the object's name; corners: the topology (motion.mesh_arrays)."""
+    members = {o.name_full for o in collection.all_objects}
     out = []
-    for obj in collection.all_objects:
-        if obj.type != "MESH":
+    for inst in depsgraph.object_instances:
+        obj = inst.object
+        if inst.is_instance or obj.original.name_full not in members:
             continue
-        ev = obj.evaluated_get(depsgraph)
-        co, tris, corners = mesh_arrays(ev)
-        m = np.array(ev.matrix_world, np.float64)
+        if obj.type not in GEOMETRY or not inst.show_self:
+            continue
+        co, tris, corners = mesh_arrays(obj)
+        m = np.array(inst.matrix_world, np.float64)
         v = co.astype(np.float64) @ m[:3, :3].T + m[:3, 3]
-        out.append((obj.name, v, tris.astype(np.int64), corners))
+        out.append((obj.original.name, v, tris.astype(np.int64), corners))
     return out
 
 
@@ -60,14 +64,15 @@ class MeshSource:
     def __init__(self, scene, collection):
         if collection is None:
             raise BakeError("no source collection: give the collection of moving meshes")
-        if not any(o.type == "MESH" for o in collection.all_objects):
+        if not any(o.type in GEOMETRY for o in collection.all_objects):
             raise BakeError(f"the collection '{collection.name}' holds no mesh objects")
         self.scene, self.collection, self.name = scene, collection, collection.name
+        self._evaluate = RenderEvaluation(scene)
         self._prev = None
 
     def meshes(self, frame):
-        self.scene.frame_set(frame)
-        return collection_meshes(self.collection, bpy.context.evaluated_depsgraph_get())
+        return self._evaluate(frame, lambda depsgraph: collection_meshes(self.collection,
+                                                                        depsgraph))
 
     def prescan(self, start, end):
         """Topology and motion over the whole range before anything is written."""

@@ -84,3 +84,81 @@ def test_concave_shape_key_volume(registered, outdir):
     # -0.5 + 0.13 t; y in [-2, 2] - 0.04 t), inside the slab (z in [-0.3, 0.3])
     follow.assert_follows_volume(n, [1, 2, 3], (np.arange(7, 25), np.arange(8, 40),
                                                 np.arange(2, 6)), (1.3, -0.4, 0.0))
+
+
+# ----------------------------------------------------------------------------- case 7
+
+def render_only_scene():
+    """Five boxes sliding 1.3 px/frame to the right over a ground plane, as artists set them
+    up: a low-poly ball with a render-level Subdivision, a box with a render-only Array copy,
+    a box hidden in the viewport (eye icon), one disabled in viewports, and one that is in
+    the viewport but not in renders."""
+    scene = scenes.empty_scene(64, 48, (1, 4))
+    scenes.add_plane(scene)
+    movers = []
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=8, ring_count=4, radius=0.8,
+                                         location=(-1.8, 0.9, 0.0))
+    ball = bpy.context.active_object
+    sub = ball.modifiers.new("Subdivision", 'SUBSURF')
+    sub.levels, sub.render_levels = 0, 2
+    movers.append(ball)
+    for name, loc in (("Arrayed", (0.4, 1.4)), ("EyeHidden", (-1.8, -1.3)),
+                      ("ViewportDisabled", (0.4, -1.3)), ("NotRendered", (2.2, -0.6))):
+        bpy.ops.mesh.primitive_cube_add(size=0.8, location=loc + (0.0,))
+        obj = bpy.context.active_object
+        obj.name = name
+        movers.append(obj)
+    array = movers[1].modifiers.new("Array", 'ARRAY')
+    array.relative_offset_displace = (1.5, 0.0, 0.0)
+    array.show_viewport = False
+    movers[2].hide_set(True)
+    movers[3].hide_viewport = True
+    movers[4].hide_render = True
+    for obj in movers:
+        x0 = obj.location.x
+        for f in (1, 4):
+            obj.location.x = x0 + 0.13 * (f - 1)
+            obj.keyframe_insert("location", index=0, frame=f)
+        scenes.make_linear(obj)
+    scene.frame_set(1)
+    return scene
+
+
+def test_mesh_motion_follows_the_render(registered, outdir):
+    """Mesh motion sees what the render sees: the smooth ball, the Array copy, both hidden
+    boxes, not the unrendered one. Its flows equal Cycles' Vector pass and the noise follows."""
+    scene = render_only_scene()
+    truth = true_flows(scene, (2, 3, 4))
+    assert_mesh_motion_matches(scene, truth)
+    bake = bake_texture(scene, outdir, motion='MESH')
+    n = np.load(bake.npy_path)
+    moving = {f - 1: np.abs(flow).max(-1) > 0.5 for f, flow in truth.items()}
+    assert all(m.sum() > 250 for m in moving.values())
+    follow.assert_follows_flow(n, {f - 1: flow for f, flow in truth.items()}, moving)
+    # where the unrendered box is, the ground keeps its noise
+    assert np.array_equal(n[3][26:31, 51:55], n[0][26:31, 51:55])
+
+
+def test_volume_motion_follows_the_render(registered, outdir):
+    """A volume bake of a collection holding only a ball hidden in the viewport and a box whose
+    Array copy is render-only: both are seen (the copy moves noise where it is rendered)."""
+    from addon import api
+    from noise3d.vdb import read_vdb
+    scene = render_only_scene()
+    movers = bpy.data.collections.new("Movers")
+    scene.collection.children.link(movers)
+    for name in ("EyeHidden", "Arrayed"):
+        movers.objects.link(bpy.data.objects[name])
+    scene.frame_set(1)
+    bpy.ops.mesh.primitive_cube_add(size=1.0, scale=(6.4, 4.8, 1.0))
+    domain = bpy.context.active_object
+    domain.hide_render = True
+    bake = api.bake_volume(scene, outdir, domain=domain, source_collection=movers,
+                           resolution=64, write_density=False, progress=None)
+    n = np.stack([read_vdb(f)[0] for f in bake.files])
+    # 0.1-unit voxels from (-3.2, -2.4, -0.5); boxes 0.8 units: the hidden box spans x from
+    # -2.2 + 0.13 t, y in [-1.7, -0.9], z in [-0.4, 0.4]; the Array copy x from 0.8 + 0.13 t,
+    # y in [1.0, 1.8]
+    z = np.arange(2, 8)
+    for xs, ys in ((np.arange(14, 18), np.arange(9, 13)), (np.arange(48, 52), np.arange(36, 40))):
+        follow.assert_follows_volume(n, [1, 2, 3], (xs, ys, z), (1.3, 0.0, 0.0))

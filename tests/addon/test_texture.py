@@ -297,10 +297,10 @@ def test_existing_outputs_refused_then_overwritten(registered, outdir):
 def test_topology_change_falls_back_to_vector_pass(registered, outdir):
     scene, cube = scenes.moving_cube_scene()
     mod = cube.modifiers.new("Sub", 'SUBSURF')
-    mod.levels = 0
-    mod.keyframe_insert("levels", frame=2)
-    mod.levels = 1
-    mod.keyframe_insert("levels", frame=3)
+    mod.render_levels = 0   # what the render evaluates (the viewport level does not count)
+    mod.keyframe_insert("render_levels", frame=2)
+    mod.render_levels = 1
+    mod.keyframe_insert("render_levels", frame=3)
     from addon import api
     bake = api.bake_texture(scene, outdir, channels=1, motion='MESH', preview='NONE')
     assert any("topology" in w and "Vector pass" in w for w in bake.warnings)

@@ -98,10 +98,10 @@ def test_volume_bad_inputs(registered, outdir):
 def test_volume_topology_change_refused(registered, outdir):
     scene, domain, movers, ball = volume_scene()
     mod = ball.modifiers.new("Sub", 'SUBSURF')
-    mod.levels = 0
-    mod.keyframe_insert("levels", frame=2)
-    mod.levels = 1
-    mod.keyframe_insert("levels", frame=3)
+    mod.render_levels = 0   # what the render evaluates (the viewport level does not count)
+    mod.keyframe_insert("render_levels", frame=2)
+    mod.render_levels = 1
+    mod.keyframe_insert("render_levels", frame=3)
     with pytest.raises(RuntimeError, match="changes topology between frames 2 and 3"):
         bpy.ops.noise_warp.bake_volume(directory=outdir, domain="Domain",
                                        source_collection="Movers", resolution=8)

@@ -11,14 +11,13 @@ import threading
 
 import numpy as np
 
-from . import gp, grid, particle, rng, upsample
+from . import _taichi, gp, grid, particle, rng, upsample
 from .flow import invert_flow
 from .ops import check_flow, degrade, pool, upsample_flow
 
 METHODS = ("particle", "grid", "upsample", "gp", "nearest", "bilinear", "fixed", "resample")
 BACKENDS = ("auto", "taichi", "numpy")
 DTYPES = ("float32", "float16")
-_TAICHI_LOCK = threading.Lock()  # Taichi launches and the shared scratch buffers: one step at a time
 _OPTIONS = ("supersample", "latent_factor", "degrade", "dtype", "upsample_k", "gp_features",
             "gp_lengthscale", "holes", "max_span", "footprint")
 FOOTPRINTS = ("unit", "jacobian")
@@ -40,7 +39,22 @@ def _resolve_backend(backend):
         return "numpy"
 
 
-class NoiseWarper:
+class Serialised:
+    """One step at a time per warper: step, save and load hold the warper's own lock, so a
+    warper shared by threads never loses or mixes a step (which thread steps first is theirs
+    to decide). The lock is not part of a copy or pickle."""
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.pop("_lock", None)
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._lock = threading.RLock()
+
+
+class NoiseWarper(Serialised):
     """Warped Gaussian noise for a sequence of frames of size (height, width).
 
     Options:
@@ -61,9 +75,10 @@ class NoiseWarper:
                     local Jacobian's area and aspect: under minification it integrates every cell
                     the pixel covers instead of sampling one; robust to folds like the unit square).
 
-    Threads: Taichi compiles on the thread that initialised it, so use one thread for the
-    'taichi' backend (steps are serialised by a lock) and processes for parallel jobs (the
-    CLI's `batch` uses Ray workers); the 'numpy' backend has no such limit.
+    Threads: a warper may be shared by threads; its steps are serialised (each is whole, none is
+    lost), in whatever order the threads make them. Taichi runs one kernel launch at a time in a
+    process (core2d._taichi.LOCK, shared with the 3D warper), so for parallel jobs use processes
+    (the CLI's `batch` uses Ray workers) or the 'numpy' backend, whose warpers step in parallel.
     """
 
     def __init__(self, height, width, channels=4, method="particle", seed=0, backend="auto", *,
@@ -97,6 +112,7 @@ class NoiseWarper:
         self.footprint = footprint
         self.backend_requested = backend
         self.backend = _resolve_backend(backend)
+        self._lock = threading.RLock()
         self._key = rng.seed_key(self.seed)
         self.degrade = self._check_alpha(degrade)
         self.frame = 0
@@ -111,7 +127,8 @@ class NoiseWarper:
             n = self._shape[0] * self._shape[1]
             self._state = rng.gauss(self._key, 0, rng.INIT, np.arange(n), 0, self.channels).reshape(
                 self._shape + (self.channels,))
-        self._noise = self._output()
+        with _taichi.lock(self.backend):
+            self._noise = self._output(self._state, 0)
 
     # ------------------------------------------------------------------ public
     @property
@@ -133,27 +150,26 @@ class NoiseWarper:
         """
         if direction not in ("backward", "forward"):
             raise ValueError(f"direction must be 'backward' or 'forward', got {direction!r}")
-        flow = check_flow(flow, (self.height, self.width), frame=self.frame + 1)
-        if direction == "forward":
-            flow = invert_flow(flow, holes=self.holes)
-        flow = np.ascontiguousarray(upsample_flow(flow, self.supersample))
-        if self.backend == "taichi":
-            with _TAICHI_LOCK:
-                state, stats = self._advance(flow, self.frame + 1)
-        else:
-            state, stats = self._advance(flow, self.frame + 1)
-        self._state, self.frame, self.last_stats = state, self.frame + 1, stats
-        self._noise = self._output()
-        return self._noise
+        with self._lock:
+            frame = self.frame + 1
+            flow = check_flow(flow, (self.height, self.width), frame=frame)
+            if direction == "forward":
+                flow = invert_flow(flow, holes=self.holes)
+            flow = np.ascontiguousarray(upsample_flow(flow, self.supersample))
+            with _taichi.lock(self.backend):
+                state, stats = self._advance(flow, frame)
+                noise = self._output(state, frame)
+                self._state, self.frame, self.last_stats, self._noise = state, frame, stats, noise
+            return noise
 
     def state_dict(self) -> dict:
         """Everything needed to resume exactly (arrays and a JSON-able config)."""
-        config = dict(height=self.height, width=self.width, channels=self.channels, method=self.method,
-                      seed=self.seed, backend=self.backend_requested, frame=self.frame,
-                      **{k: getattr(self, k) for k in _OPTIONS if k != "degrade"})
-        d = {"config": json.dumps(config), "state": self._state}
-        d["degrade"] = np.asarray(self.degrade, np.float32)
-        return d
+        with self._lock:
+            config = dict(height=self.height, width=self.width, channels=self.channels, method=self.method,
+                          seed=self.seed, backend=self.backend_requested, frame=self.frame,
+                          **{k: getattr(self, k) for k in _OPTIONS if k != "degrade"})
+            return {"config": json.dumps(config), "state": self._state,
+                    "degrade": np.asarray(self.degrade, np.float32)}
 
     def load_state_dict(self, d):
         config = json.loads(str(d["config"]))
@@ -164,9 +180,10 @@ class NoiseWarper:
         state = np.asarray(d["state"], np.float32)
         if state.shape != self._state.shape:
             raise ValueError(f"saved state has shape {state.shape}, expected {self._state.shape}")
-        self._state, self.frame = state.copy(), int(config["frame"])
-        self.degrade = self._check_alpha(np.asarray(d["degrade"]))
-        self._noise = self._output()
+        with self._lock, _taichi.lock(self.backend):
+            self._state, self.frame = state.copy(), int(config["frame"])
+            self.degrade = self._check_alpha(np.asarray(d["degrade"]))
+            self._noise = self._output(self._state, self.frame)
 
     def save(self, path):
         """Write the state to an .npz atomically."""
@@ -201,16 +218,17 @@ class NoiseWarper:
             raise ValueError("degradation α must be finite and within [0, 1]")
         return a if a.ndim else float(a)
 
-    def _output(self):
+    def _output(self, state, frame):
+        """The output frame of `state` (pooled, degraded, cast): never a view of the state."""
         if self.method == "gp":
             H, W = self._shape
-            flat = gp.evaluate(self._state.reshape(-1, 2), self._features, self.backend)
+            flat = gp.evaluate(state.reshape(-1, 2), self._features, self.backend)
             y = flat.reshape(H, W, self.channels)
         else:
-            y = self._state
+            y = state
         y = pool(y, self.supersample * self.latent_factor)
-        y = degrade(y, self.degrade, self._key, self.frame)
-        return y.astype(self.dtype, copy=y is self._state)
+        y = degrade(y, self.degrade, self._key, frame)
+        return y.astype(self.dtype, copy=y is state)
 
     def _advance(self, flow, frame):
         x, key, m = self._state, self._key, self.method

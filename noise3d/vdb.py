@@ -9,10 +9,15 @@ units. OpenVDB puts index (i, j, k) at the voxel *centre*, so the grid transform
 scale(voxel_size) then translate(origin + voxel_size/2): the volume lands where its domain was.
 """
 import os
+import threading
 
 import numpy as np
 
 from core2d.atomic import atomic_path
+
+from . import vdbfile
+
+_READ_LOCK = threading.Lock()   # OpenVDB's delayed loading is switched off (process-wide) while reading
 
 _OPENVDB = False  # not looked up yet
 
@@ -155,6 +160,8 @@ def read_vdb(path, name="noise"):
     """Read what write_vdb wrote (or any float/vector grid): (noise [X, Y, Z, C], voxel_size [3], origin [3]).
 
     Several channels are found as `name_0`, `name_1`, …; a vector grid gives 3 channels.
+    The file's structure is checked first (noise3d.vdbfile), so a damaged file gives ValueError
+    instead of exhausting memory.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -177,30 +184,77 @@ def read_vdb(path, name="noise"):
     vdb = openvdb_module()
     if vdb is None:
         raise ValueError(f"{path}: reading .vdb needs the openvdb module (install the bpy wheel)")
-    try:
-        grids, _ = vdb.readAll(path)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable OpenVDB file ({exc})") from None
-    by_name = {g.name: g for g in grids}
-    if name in by_name:
-        chosen = [by_name[name]]
-    else:
-        chosen, k = [], 0
-        while f"{name}_{k}" in by_name:
-            chosen.append(by_name[f"{name}_{k}"])
-            k += 1
+
+    def pick(names):
+        if name in names:
+            return [name]
+        chosen = []
+        while f"{name}_{len(chosen)}" in names:
+            chosen.append(f"{name}_{len(chosen)}")
         if not chosen:
-            raise ValueError(f"{path}: no grid named {name!r} (grids: {', '.join(sorted(by_name))})")
-    return _grids_to_array(chosen, path)
+            raise ValueError(f"{path}: no grid named {name!r} (grids: {', '.join(sorted(set(names)))})")
+        return chosen
+
+    grids = _read_grids(vdb, path, pick)
+    try:
+        return _grids_to_array(grids, path)
+    except RuntimeError as exc:      # the binding could not convert a damaged name or metadata
+        raise ValueError(f"{path}: unreadable grid metadata ({exc})") from None
+
+
+def _read_grids(vdb, path, pick):
+    """The grids `pick(names)` chooses, read by OpenVDB once vdbfile.walk has checked the file
+    (delayed loading off, so OpenVDB reads exactly the bytes the walk checked)."""
+    try:
+        chosen = pick([g.name for g in vdbfile.walk(path, pick).values()])
+    except vdbfile.Corrupt as exc:
+        raise ValueError(f"{path}: damaged or unsupported OpenVDB file ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc})") from None
+    grids = []
+    with _READ_LOCK:
+        before = os.environ.get("OPENVDB_DISABLE_DELAYED_LOAD")
+        os.environ["OPENVDB_DISABLE_DELAYED_LOAD"] = "1"
+        try:
+            for gname in chosen:
+                grids.append(vdb.read(path, gname))
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable OpenVDB file ({exc})") from None
+        finally:
+            if before is None:
+                del os.environ["OPENVDB_DISABLE_DELAYED_LOAD"]
+            else:
+                os.environ["OPENVDB_DISABLE_DELAYED_LOAD"] = before
+    return grids
+
+
+def _dense(shape, vector, path, what):
+    """A zero float32 array for a dense copy of a grid, refused when it could not fit in memory
+    (a damaged bounding box or shape must not take the machine down)."""
+    shape = tuple(int(n) for n in shape) + ((3,) if vector else ())
+    nbytes = 4 * float(np.prod(shape, dtype=np.float64))
+    if nbytes > _memory_budget():
+        raise ValueError(f"{path}: {what} of shape {shape} needs {nbytes / 2**30:.1f} GiB, more than half "
+                         "the memory available; the file is damaged or the grid too large to read densely")
+    return np.zeros(shape, np.float32)
+
+
+def _memory_budget():
+    try:
+        return 0.5 * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2.0 ** 34
 
 
 def _grids_to_array(grids, path):
     g0 = grids[0]
     meta = dict(g0.metadata)
     vs = np.asarray(g0.transform.voxelSize(), np.float64)
+    if not (np.isfinite(vs).all() and (vs > 0).all()):
+        raise ValueError(f"{path}: grid {g0.name!r} has voxel size {vs}")
     if "noisewarp_shape" in meta:
         lo = np.zeros(3, np.int64)
-        shape = tuple(int(round(n)) for n in meta["noisewarp_shape"])
+        shape = _declared_shape(meta["noisewarp_shape"], grids, path)
     else:
         bbox = [g.evalActiveVoxelBoundingBox() for g in grids]
         lo = np.min([b[0] for b in bbox], axis=0).astype(np.int64)
@@ -208,16 +262,34 @@ def _grids_to_array(grids, path):
         shape = tuple(int(n) for n in np.maximum(hi - lo + 1, 1))
     centre = np.asarray(g0.transform.indexToWorld(tuple(int(v) for v in lo)), np.float64)
     origin = centre - vs / 2
+    if any(n < 1 for n in shape):
+        raise ValueError(f"{path}: grid {g0.name!r} declares shape {shape}")
     chans = []
     for g in grids:
         vector = g.valueTypeName.startswith("vec3")
-        arr = np.zeros(shape + ((3,) if vector else ()), np.float32)
+        arr = _dense(shape, vector, path, f"grid {g.name!r}")
         g.copyToArray(arr, ijk=tuple(int(v) for v in lo))
         chans.append(arr if vector else arr[..., None])
     data = np.concatenate(chans, axis=-1)
     if not np.isfinite(data).all():
         raise ValueError(f"{path}: grid {g0.name!r} contains NaN/inf values")
     return data, vs, origin
+
+
+def _declared_shape(value, grids, path):
+    """The dense shape write_vdb recorded, checked against the active voxels it must contain."""
+    try:
+        shape = tuple(int(n) for n in value)
+        ok = len(shape) == 3 and all(n >= 1 and n == m for n, m in zip(shape, value))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path}: metadata noisewarp_shape={value!r} is not three positive sizes")
+    for g in grids:
+        if g.activeVoxelCount() and not (min(g.evalActiveVoxelBoundingBox()[0]) >= 0 and all(
+                h < n for h, n in zip(g.evalActiveVoxelBoundingBox()[1], shape))):
+            raise ValueError(f"{path}: grid {g.name!r} has active voxels outside its declared shape {shape}")
+    return shape
 
 
 def read_dense(path, name, shape):
@@ -228,18 +300,25 @@ def read_dense(path, name, shape):
     vdb = openvdb_module()
     if vdb is None:
         raise ValueError(f"{path}: reading .vdb needs the openvdb module (install the bpy wheel)")
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
-    try:
-        grid = vdb.read(os.fspath(path), name)
-    except Exception as exc:
-        raise ValueError(f"{path}: no readable grid named {name!r} ({exc})") from None
+
+    def pick(names):
+        if name not in names:
+            raise ValueError(f"{path}: no grid named {name!r} (grids: {', '.join(sorted(set(names)))})")
+        return [name]
+
+    grid, = _read_grids(vdb, path, pick)
     vector = grid.valueTypeName.startswith("vec3")
-    arr = np.zeros(tuple(int(n) for n in shape) + ((3,) if vector else ()), np.float32)
+    arr = _dense(shape, vector, path, f"grid {name!r}")
     grid.copyToArray(arr, ijk=(0, 0, 0))
     if not np.isfinite(arr).all():
         raise ValueError(f"{path}: grid {name!r} contains NaN/inf values")
-    return arr, str(dict(grid.metadata).get("class", ""))
+    try:
+        return arr, str(dict(grid.metadata).get("class", ""))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: unreadable grid metadata ({exc})") from None
 
 
 def read_velocity(path, name="velocity"):

@@ -14,10 +14,12 @@ so they agree to float tolerance and each is bit-reproducible whatever the threa
 """
 import json
 import os
+import threading
 
 import numpy as np
 
-from core2d import ops, partition, rng
+from core2d import _taichi, ops, partition, rng
+from core2d.warper import Serialised
 
 METHODS = ("particle", "supersample")
 BACKENDS = ("auto", "taichi", "numpy")
@@ -88,8 +90,6 @@ def _taichi_kernels():
     global _KERNELS
     if _KERNELS is not None:
         return _KERNELS
-    from core2d import _taichi
-
     _taichi.init()
     _KERNELS = _build_kernels()
     return _KERNELS
@@ -141,13 +141,11 @@ def _resolve_backend(backend):
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "auto":
-        from core2d import _taichi
-
         return "taichi" if _taichi.available() else "numpy"
     return backend
 
 
-class VolumeWarper:
+class VolumeWarper(Serialised):
     """Warped white noise on a voxel grid: `noise` is [X, Y, Z, C] float32, i.i.d. N(0,1) every frame.
 
         v = VolumeWarper((64, 64, 64), channels=4, method="particle", seed=0)
@@ -159,6 +157,9 @@ class VolumeWarper:
     output being its ∫-pooling. The footprint error of the particle method (it ignores the
     rotation and scale of the preimage) shrinks with the fine cell size, so the result tends to
     the exact polyhedral overlaps, and sub-voxel motion diffuses `factor`× less.
+
+    Threads: as core2d.NoiseWarper (steps of one warper serialised; Taichi launches of all
+    warpers, 2D and 3D, one at a time under core2d._taichi.LOCK).
     """
 
     def __init__(self, shape, channels=1, method="particle", seed=0, backend="auto", factor=2,
@@ -185,6 +186,7 @@ class VolumeWarper:
         self._user_seed = int(seed)
         self.seed = rng.seed_key(seed)
         self.frame = 0
+        self._lock = threading.RLock()
         self._buffers = None
         fine = tuple(n * factor for n in shape)
         if noise is not None:
@@ -213,11 +215,13 @@ class VolumeWarper:
         """Write the state and what made it to an .npz, atomically; `load` resumes exactly."""
         from core2d.atomic import atomic_path
 
-        config = dict(shape=list(self.shape), channels=self.channels, method=self.method,
-                      seed=self._user_seed, factor=self.factor, frame=self.frame)
+        with self._lock:
+            config = dict(shape=list(self.shape), channels=self.channels, method=self.method,
+                          seed=self._user_seed, factor=self.factor, frame=self.frame)
+            state = self._state
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, config=json.dumps(config), state=self._state)
+                np.savez(f, config=json.dumps(config), state=state)
 
     @classmethod
     def load(cls, path, backend="auto"):
@@ -246,19 +250,21 @@ class VolumeWarper:
 
     def step(self, flow, direction="backward") -> np.ndarray:
         """Advance one frame along `flow`; return the new noise. Bad flow: ValueError, state untouched."""
-        flow = self.backward_flow(flow, direction)
-        frame = self.frame + 1
-        if self.backend == "taichi":
-            if self._buffers is None:
-                self._buffers = _Buffers(int(np.prod(self._state.shape[:3])), self.channels)
-            y = particle_step_taichi(self._state, flow, self.seed, frame, self._buffers, self.factor)
-        else:
-            if self.factor > 1:
-                flow = ops.upsample_flow(flow, self.factor)
-            y = particle_step_numpy(self._state, flow, self.seed, frame)
-        self._state = y
-        self.frame = frame
-        return self.noise
+        with self._lock:
+            flow = self.backward_flow(flow, direction)
+            frame = self.frame + 1
+            if self.backend == "taichi":
+                with _taichi.LOCK:
+                    if self._buffers is None:
+                        self._buffers = _Buffers(int(np.prod(self._state.shape[:3])), self.channels)
+                    y = particle_step_taichi(self._state, flow, self.seed, frame, self._buffers, self.factor)
+            else:
+                if self.factor > 1:
+                    flow = ops.upsample_flow(flow, self.factor)
+                y = particle_step_numpy(self._state, flow, self.seed, frame)
+            self._state = y
+            self.frame = frame
+            return self.noise
 
 
 def warp_volume_sequence(flows, channels=1, method="particle", seed=0, backend="auto", factor=2,

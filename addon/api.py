@@ -19,7 +19,8 @@ import numpy as np
 import bpy
 
 from .bake import _existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume
-from .motion import BakeError, MeshMotion, TopologyChanged, VectorPassRenderer, unbaked_simulations
+from .motion import (BakeError, MeshMotion, TopologyChanged, VectorPassRenderer,
+                     bake_caches, check_simulations)
 
 __all__ = ["bake_texture", "bake_volume", "TextureBake", "VolumeBake", "BakeError",
            "texture_size", "load_texture_sequence", "make_preview_material"]
@@ -39,7 +40,8 @@ def texture_size(scene, scale=1.0, latent_factor=1):
 TEXTURE_ARGS = {"directory": "directory", "frame_start": "frame_start", "frame_end": "frame_end",
                 "channels": "channels", "method": "method", "seed": "seed", "scale": "scale",
                 "latent_factor": "latent_factor", "supersample": "supersample", "motion": "motion",
-                "half": "half", "overwrite": "overwrite", "preview": "preview"}
+                "half": "half", "overwrite": "overwrite", "preview": "preview",
+                "bake_simulations": "bake_simulations"}
 
 
 class TextureBake:
@@ -51,13 +53,15 @@ class TextureBake:
 
     def __init__(self, scene=None, directory=None, frame_start=None, frame_end=None,
                  channels=None, method=None, seed=None, scale=None, latent_factor=None,
-                 supersample=None, motion=None, half=None, overwrite=None, preview=None):
+                 supersample=None, motion=None, half=None, overwrite=None, preview=None,
+                 bake_simulations=None):
         scene = scene or bpy.context.scene
         self.scene = scene
         a = _resolve(scene, dict(directory=directory, frame_start=frame_start, frame_end=frame_end,
                                  channels=channels, method=method, seed=seed, scale=scale,
                                  latent_factor=latent_factor, supersample=supersample,
-                                 motion=motion, half=half, overwrite=overwrite, preview=preview),
+                                 motion=motion, half=half, overwrite=overwrite, preview=preview,
+                                 bake_simulations=bake_simulations),
                      TEXTURE_ARGS)
         self.method = str(a["method"]).lower()
         self.motion = str(a["motion"]).upper()
@@ -82,11 +86,7 @@ class TextureBake:
             from .motion import CYCLES_MISSING, cycles_available
             if not cycles_available():
                 raise BakeError(CYCLES_MISSING)
-        sims = unbaked_simulations(scene)
-        if sims:
-            raise BakeError("bake the simulation caches first (" + ", ".join(sims) + "): the "
-                            "motion of unbaked simulations is not seen correctly when frames are "
-                            "evaluated for the Vector pass")
+        self._simulations = check_simulations(scene, bool(a["bake_simulations"]))
         self.directory = _output_dir(a["directory"])
         self.settings = {"method": self.method, "channels": self.channels, "seed": self.seed,
                          "size": [self.height, self.width], "latent_factor": self.latent_factor,
@@ -147,6 +147,9 @@ class TextureBake:
         tmpdir = tempfile.mkdtemp(prefix="noise_warp_")
         source = None
         try:
+            if self._simulations:
+                self.warnings.append(bake_caches(scene, self._simulations))
+                self._simulations = []
             if self.resume_from:
                 last = self.resume_from["last_frame"]
                 w = core2d.NoiseWarper.load(os.path.join(self._resume.dir, self.resume_from["state"]))
@@ -232,7 +235,9 @@ def bake_texture(scene=None, directory=None, frame_start=None, frame_end=None, c
     """Bake warped noise for the scene camera: DIR/noise_####.exr and DIR/noise.npy.
 
     options: scale, latent_factor, supersample, motion ('VECTOR' | 'MESH'), half, overwrite,
-    preview ('MATERIAL' | 'NONE'). Returns the finished TextureBake.
+    preview ('MATERIAL' | 'NONE'), bake_simulations (bake unbaked rigid body, cloth, soft body
+    and dynamic particle caches first; default on, else they are refused). Returns the
+    finished TextureBake.
     """
     bake = TextureBake(scene, directory, frame_start, frame_end, channels, method, seed, **options)
     return bake.run(progress)

@@ -21,13 +21,19 @@ def _settings(scene):
     return s
 
 
+# values for settings a scene may not have (a panel without them)
+DEFAULTS = {"bake_simulations": True}
+
+
 def _resolve(scene, values, mapping):
     """Fill None values from the scene settings: mapping {argument: scene attribute}."""
     s = _settings(scene)
     out = {}
     for arg, attr in mapping.items():
         v = values.get(arg)
-        out[arg] = getattr(s, attr) if v is None else v
+        if v is None:
+            v = getattr(s, attr, DEFAULTS.get(arg)) if arg in DEFAULTS else getattr(s, attr)
+        out[arg] = v
     return out
 
 

@@ -16,14 +16,14 @@ import bpy
 
 from .bake import _existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume
 from .motion import (GEOMETRY, BakeError, RenderEvaluation, mesh_arrays, same_topology,
-                     topology_change, unbaked_simulations)
+                     bake_caches, check_simulations, topology_change)
 
 VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "frame_end": "frame_end", "domain": "domain",
                "source_collection": "source_collection", "resolution": "resolution",
                "channels": "volume_channels", "seed": "seed", "motion": "volume_motion",
                "write_density": "write_density", "overwrite": "overwrite",
-               "smoke_domain": "smoke_domain"}
+               "smoke_domain": "smoke_domain", "bake_simulations": "bake_simulations"}
 
 
 def domain_grid(obj, resolution):
@@ -144,7 +144,7 @@ class VolumeBake:
 
     def __init__(self, scene=None, directory=None, frame_start=None, frame_end=None, domain=None,
                  source_collection=None, resolution=None, channels=None, seed=None, motion=None,
-                 write_density=None, overwrite=None, smoke_domain=None):
+                 write_density=None, overwrite=None, smoke_domain=None, bake_simulations=None):
 
         scene = scene or bpy.context.scene
         self.scene = scene
@@ -152,7 +152,8 @@ class VolumeBake:
                                  domain=domain, source_collection=source_collection,
                                  resolution=resolution, channels=channels, seed=seed,
                                  motion=motion, write_density=write_density,
-                                 overwrite=overwrite, smoke_domain=smoke_domain), VOLUME_ARGS)
+                                 overwrite=overwrite, smoke_domain=smoke_domain,
+                                 bake_simulations=bake_simulations), VOLUME_ARGS)
         self.motion = str(a["motion"]).upper()
         if self.motion == "MESH":
             self.source = MeshSource(scene, _lookup("collection", a["source_collection"],
@@ -173,9 +174,7 @@ class VolumeBake:
         if self.resolution < 2:
             raise BakeError("resolution must be at least 2 voxels")
         self.frame_start, self.frame_end = _frames(scene, a["frame_start"], a["frame_end"])
-        sims = unbaked_simulations(scene)
-        if sims:
-            raise BakeError("bake the simulation caches first (" + ", ".join(sims) + ")")
+        self._simulations = check_simulations(scene, bool(a["bake_simulations"]))
         from noise3d.vdb import openvdb_module
 
         if openvdb_module() is None:
@@ -221,6 +220,9 @@ class VolumeBake:
         scene, total = self.scene, self.frame_end - self.frame_start + 1
         frame_before = scene.frame_current, scene.frame_subframe
         try:
+            if self._simulations:
+                self.warnings.append(bake_caches(scene, self._simulations))
+                self._simulations = []
             if self.resume_from:
                 last = self.resume_from["last_frame"]
                 state = np.load(os.path.join(self._resume.dir, self.resume_from["state"]))
@@ -276,7 +278,8 @@ def bake_volume(scene=None, directory=None, frame_start=None, frame_end=None, do
 
     domain / source_collection: objects or names. options: motion ('MESH': the meshes of
     source_collection; 'SMOKE': the baked cache of the fluid domain smoke_domain, which is also
-    the default domain), smoke_domain, write_density, overwrite. Returns the finished VolumeBake.
+    the default domain), smoke_domain, write_density, overwrite, bake_simulations (see
+    api.bake_texture). Returns the finished VolumeBake.
     """
     bake = VolumeBake(scene, directory, frame_start, frame_end, domain, source_collection,
                       resolution, channels, seed, **options)

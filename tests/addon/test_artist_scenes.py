@@ -162,3 +162,91 @@ def test_volume_motion_follows_the_render(registered, outdir):
     z = np.arange(2, 8)
     for xs, ys in ((np.arange(14, 18), np.arange(9, 13)), (np.arange(48, 52), np.arange(36, 40))):
         follow.assert_follows_volume(n, [1, 2, 3], (xs, ys, z), (1.3, 0.0, 0.0))
+
+
+# ----------------------------------------------------------------------------- case 4
+
+def hair_emitter(scene, dynamics=False, render_type='PATH', size=2.0, location=(0.0, 0.0, 0.0),
+                 count=40):
+    """A plane growing hair (static unless `dynamics`), as the Particle Properties make it."""
+    bpy.ops.mesh.primitive_plane_add(size=size, location=location)
+    emitter = bpy.context.active_object
+    emitter.name = "Hairy"
+    bpy.ops.object.particle_system_add()
+    psys = emitter.particle_systems[0]
+    psys.settings.type = 'HAIR'
+    psys.settings.count, psys.settings.hair_length = count, 0.4
+    psys.settings.render_type = render_type
+    psys.use_hair_dynamics = dynamics
+    return emitter
+
+
+def slide(obj, px=(1.3, 0.0), frames=(1, 4)):
+    """Keyframe obj to slide by px (image x right, y down) per frame, linearly."""
+    x0, y0 = obj.location.x, obj.location.y
+    for f in frames:
+        obj.location.x = x0 + px[0] / scenes.PX_PER_UNIT * (f - frames[0])
+        obj.location.y = y0 - px[1] / scenes.PX_PER_UNIT * (f - frames[0])
+        obj.keyframe_insert("location", frame=f)
+    scenes.make_linear(obj)
+
+
+def test_what_counts_as_a_simulation(registered):
+    """Only simulations that move things need a baked cache: static hair and particles without
+    physics follow their emitter; dynamic hair, physics particles, cloth and rigid bodies do not."""
+    from addon.motion import unbaked_simulations
+    scene = scenes.empty_scene()
+    hair_emitter(scene)
+    assert unbaked_simulations(scene) == []
+    emitter = hair_emitter(scene, location=(3.0, 0.0, 0.0))
+    emitter.particle_systems[0].settings.type = 'EMITTER'
+    emitter.particle_systems[0].settings.physics_type = 'NO'
+    assert unbaked_simulations(scene) == []
+    emitter.particle_systems[0].settings.physics_type = 'NEWTON'
+    dynamic = hair_emitter(scene, dynamics=True, location=(-3.0, 0.0, 0.0))
+    bpy.ops.mesh.primitive_plane_add(location=(0.0, 3.0, 0.0))
+    cloth = bpy.context.active_object
+    cloth.modifiers.new("Cloth", 'CLOTH')
+    bpy.ops.mesh.primitive_cube_add(location=(0.0, -3.0, 0.0))
+    bpy.ops.rigidbody.object_add()
+    names = [n for n, _ in unbaked_simulations(scene)]
+    assert names == ["Rigid Body World", f"{emitter.name} (ParticleSystem)",
+                     f"{dynamic.name} (ParticleSystem)", f"{cloth.name} (Cloth)"]
+
+
+def test_static_hair_does_not_block_the_bake(registered, outdir):
+    """A sliding plane with static hair strands: nothing to bake, and the noise slides with
+    the plane and its hair (1.3 px/frame: overlaps 0.7 and 0.3)."""
+    scene = scenes.empty_scene(64, 48, (1, 4))
+    emitter = hair_emitter(scene, size=3.0)
+    slide(emitter)
+    bake = bake_texture(scene, outdir, bake_simulations=False)
+    assert bake.warnings == []
+    n = np.load(bake.npy_path)
+    # the plane spans x in [17, 47] + 1.3 t px, y in [9, 39]
+    follow.assert_follows(n, [1, 2, 3], np.arange(13, 36), np.arange(23, 45), (1.3, 0.0))
+
+
+def test_unbaked_cloth_is_baked_first(registered, outdir):
+    """A cloth sheet dropping onto a floor, never baked: refused when asked not to bake it;
+    by default the bake bakes its cache first, says so, and the noise falls with the cloth."""
+    import math
+    from addon import api
+    scene = scenes.empty_scene(64, 48, (1, 8), camera=((0.0, -5.0, 3.0),
+                                                      (math.radians(60), 0.0, 0.0)))
+    bpy.ops.mesh.primitive_grid_add(x_subdivisions=8, y_subdivisions=8, size=2.0,
+                                    location=(0.0, 0.0, 1.5))
+    sheet = bpy.context.active_object
+    cloth = sheet.modifiers.new("Cloth", 'CLOTH')
+    cloth.point_cache.frame_end = 8
+    with pytest.raises(api.BakeError, match=r"Grid \(Cloth\)"):
+        api.TextureBake(scene, outdir, bake_simulations=False)
+    assert not os.path.exists(outdir)
+    bake = bake_texture(scene, outdir)
+    assert cloth.point_cache.is_baked
+    assert bake.warnings == ["baked the simulation caches first: Grid (Cloth)"]
+    n = np.load(bake.npy_path)
+    truth = true_flows(scene, range(2, 9))
+    moving = {f - 1: np.abs(flow).max(-1) > 0.5 for f, flow in truth.items()}
+    assert sum(m.sum() for m in moving.values()) > 500
+    follow.assert_follows_flow(n, {f - 1: flow for f, flow in truth.items()}, moving)

@@ -40,35 +40,50 @@ def domain_grid(obj, resolution):
 
 
 def collection_meshes(collection, depsgraph):
-    """[(key, world vertices [n, 3] float64, triangles [m, 3], corners [k])] of the objects in
-    `collection` as `depsgraph` evaluates them (the render's, see motion.RenderEvaluation).
-    key: the object's name; corners: the topology (motion.mesh_arrays)."""
+    """{key: (world vertices [n, 3] float64, triangles [m, 3], corners [k])} of what the
+    objects in `collection` put in `depsgraph` (the render's, see motion.RenderEvaluation):
+    their own surfaces and their instances (particles, Geometry Nodes, collection instances),
+    which carry the motion of their instancer. key: (object, instanced object, instance id);
+    corners: the topology (motion.mesh_arrays)."""
     members = {o.name_full for o in collection.all_objects}
-    out = []
+    out = {}
     for inst in depsgraph.object_instances:
         obj = inst.object
-        if inst.is_instance or obj.original.name_full not in members:
+        owner = inst.parent if inst.is_instance else obj
+        if owner is None or owner.original.name_full not in members:
             continue
-        if obj.type not in GEOMETRY or not inst.show_self:
+        if obj.type not in GEOMETRY or not (inst.is_instance or inst.show_self):
             continue
         co, tris, corners = mesh_arrays(obj)
+        if not len(tris):
+            continue
         m = np.array(inst.matrix_world, np.float64)
         v = co.astype(np.float64) @ m[:3, :3].T + m[:3, 3]
-        out.append((obj.original.name, v, tris.astype(np.int64), corners))
+        key = (owner.original.name, obj.original.name,
+               tuple(inst.persistent_id) if inst.is_instance else ())
+        out[key] = (v, tris.astype(np.int64), corners)
     return out
 
 
+def _label(key):
+    return key[0] if not key[2] else f"an instance of '{key[1]}' on '{key[0]}'"
+
+
 class MeshSource:
-    """Motion of the evaluated meshes in a collection (noise3d.mesh_motion_field)."""
+    """Motion of the meshes in a collection, and of their instances, as the render evaluates
+    them (noise3d.mesh_motion_field)."""
 
     def __init__(self, scene, collection):
         if collection is None:
             raise BakeError("no source collection: give the collection of moving meshes")
-        if not any(o.type in GEOMETRY for o in collection.all_objects):
+        if not any(o.type in GEOMETRY or o.instance_type != "NONE" or
+                   any(m.type in {"NODES", "PARTICLE_SYSTEM"} for m in getattr(o, "modifiers", ()))
+                   for o in collection.all_objects):
             raise BakeError(f"the collection '{collection.name}' holds no mesh objects")
         self.scene, self.collection, self.name = scene, collection, collection.name
         self._evaluate = RenderEvaluation(scene)
         self._prev = None
+        self.notes = []
 
     def meshes(self, frame):
         return self._evaluate(frame, lambda depsgraph: collection_meshes(self.collection,
@@ -76,17 +91,19 @@ class MeshSource:
 
     def prescan(self, start, end):
         """Topology and motion over the whole range before anything is written."""
-        prev, moved = None, False
+        prev, moved, changing = None, False, 0
         for f in range(start, end + 1):
             cur = self.meshes(f)
+            if not cur:
+                raise BakeError(f"nothing in '{self.name}' has a surface at frame {f} (meshes, "
+                                "curves, text, metaballs and their instances are used)")
             if prev is not None:
-                if [m[0] for m in cur] != [m[0] for m in prev]:
-                    raise BakeError(f"the meshes in '{self.name}' change between "
-                                    f"frames {f - 1} and {f}")
-                for (name, v0, _, c0), (_, v1, _, c1) in zip(prev, cur):
+                changing += len(set(cur) ^ set(prev))
+                for key in set(cur) & set(prev):
+                    (v0, _, c0), (v1, _, c1) = prev[key], cur[key]
                     if not same_topology((v0, c0), (v1, c1)):
                         raise BakeError(
-                            topology_change(name, (v0, c0), (v1, c1)).replace(
+                            topology_change(_label(key), (v0, c0), (v1, c1)).replace(
                                 "between frames", f"between frames {f - 1} and {f}") +
                             ": volume motion follows vertices, so disable the modifier that "
                             "rebuilds it (remesh, fluid mesh, booleans) or bake from a copy "
@@ -95,18 +112,26 @@ class MeshSource:
             prev = cur
         if not moved:
             raise BakeError(f"nothing in '{self.name}' moves between frames {start} and {end}")
+        if changing:
+            self.notes.append(f"{changing} times an object or instance of '{self.name}' appears "
+                              "or disappears between two frames (particles born or dying, "
+                              "visibility keyed): the noise follows each only between frames "
+                              "that both have it")
 
     def flow(self, frame, shape, origin, voxel_size):
         import noise3d
 
-        prev = self._prev if self._prev is not None and self._prev[0] == frame - 1 else \
-            (frame - 1, self.meshes(frame - 1))
+        prev = self._prev[1] if self._prev is not None and self._prev[0] == frame - 1 else \
+            self.meshes(frame - 1)
         cur = self.meshes(frame)
         self._prev = (frame, cur)
+        both = [k for k in cur if k in prev]
+        if not both:
+            return np.zeros(tuple(shape) + (3,), np.float32)
         # both frames with this frame's triangles: the previous triangulation may differ
         # where quads turned concave, the vertices are the same
-        return noise3d.mesh_motion_field([(v, t) for _, v, t, _ in cur],
-                                         [(p[1], c[2]) for p, c in zip(prev[1], cur)],
+        return noise3d.mesh_motion_field([cur[k][:2] for k in both],
+                                         [(prev[k][0], cur[k][1]) for k in both],
                                          shape, origin, voxel_size)
 
 
@@ -231,6 +256,7 @@ class VolumeBake:
                 self.warnings.append(f"resumed after frame {last}")
             else:
                 self.source.prescan(self.frame_start, self.frame_end)
+                self.warnings += getattr(self.source, "notes", [])
                 if self.overwrite:
                     self._resume.clear()
                 w = noise3d.VolumeWarper(self.shape, self.channels, seed=self.seed)

@@ -82,8 +82,8 @@ def test_concave_shape_key_volume(registered, outdir):
     assert n.shape[1:4] == (64, 48, 8)
     # world x = -3.2 + 0.1 i, y = -2.4 + 0.1 j: the sliding part (x from -3 + 0.13 t, up to
     # -0.5 + 0.13 t; y in [-2, 2] - 0.04 t), inside the slab (z in [-0.3, 0.3])
-    follow.assert_follows_volume(n, [1, 2, 3], (np.arange(7, 25), np.arange(8, 40),
-                                                np.arange(2, 6)), (1.3, -0.4, 0.0))
+    region = (np.arange(7, 25), np.arange(8, 40), np.arange(2, 6))
+    follow.assert_follows_volume(n, [(t, region) for t in (1, 2, 3)], (1.3, -0.4, 0.0))
 
 
 # ----------------------------------------------------------------------------- case 7
@@ -161,13 +161,13 @@ def test_volume_motion_follows_the_render(registered, outdir):
     # y in [1.0, 1.8]
     z = np.arange(2, 8)
     for xs, ys in ((np.arange(14, 18), np.arange(9, 13)), (np.arange(48, 52), np.arange(36, 40))):
-        follow.assert_follows_volume(n, [1, 2, 3], (xs, ys, z), (1.3, 0.0, 0.0))
+        follow.assert_follows_volume(n, [(t, (xs, ys, z)) for t in (1, 2, 3)], (1.3, 0.0, 0.0))
 
 
 # ----------------------------------------------------------------------------- case 4
 
 def hair_emitter(scene, dynamics=False, render_type='PATH', size=2.0, location=(0.0, 0.0, 0.0),
-                 count=40):
+                 count=40, length=0.4):
     """A plane growing hair (static unless `dynamics`), as the Particle Properties make it."""
     bpy.ops.mesh.primitive_plane_add(size=size, location=location)
     emitter = bpy.context.active_object
@@ -175,7 +175,7 @@ def hair_emitter(scene, dynamics=False, render_type='PATH', size=2.0, location=(
     bpy.ops.object.particle_system_add()
     psys = emitter.particle_systems[0]
     psys.settings.type = 'HAIR'
-    psys.settings.count, psys.settings.hair_length = count, 0.4
+    psys.settings.count, psys.settings.hair_length = count, length
     psys.settings.render_type = render_type
     psys.use_hair_dynamics = dynamics
     return emitter
@@ -250,3 +250,87 @@ def test_unbaked_cloth_is_baked_first(registered, outdir):
     moving = {f - 1: np.abs(flow).max(-1) > 0.5 for f, flow in truth.items()}
     assert sum(m.sum() for m in moving.values()) > 500
     follow.assert_follows_flow(n, {f - 1: flow for f, flow in truth.items()}, moving)
+
+
+# ----------------------------------------------------------------------------- case 5
+
+def box_region(center, size, origin, voxel, margin=2):
+    """Voxel indices (per axis) whose centres are inside a box, `margin` voxels in."""
+    out = []
+    for c, o in zip(center, origin):
+        lo = int(np.ceil((c - size / 2 - o) / voxel - 0.5)) + margin
+        hi = int(np.floor((c + size / 2 - o) / voxel - 0.5)) - margin
+        out.append(np.arange(lo, hi + 1))
+    return tuple(out)
+
+
+def test_instances_carry_their_instancers_motion(registered, outdir):
+    """A Geometry Nodes scatter (cubes on two points) and a hair emitter showing pebbles, both
+    sliding 0.13 units/frame: the volume noise moves with every instance (1.3 voxels: exact
+    overlaps), though neither object has a surface of its own in the render."""
+    from addon import api
+    from addon.motion import RenderEvaluation
+    from noise3d.vdb import read_vdb
+    scene = scenes.empty_scene(64, 48, (1, 4))
+    scatter = scenes.instancer(scene, [(-2.0, 1.0, 0.0), (-0.4, 1.2, 0.0)], size=1.0)
+    emitter = hair_emitter(scene, render_type='OBJECT', size=2.4, location=(1.4, -0.8, 0.0),
+                           count=3, length=1.0)   # hair instances are scaled by the length
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(30.0, 0.0, 0.0))
+    pebble = bpy.context.active_object
+    pebble.name = "Pebble"
+    pebble.hide_render = True                  # the instances render, the original not
+    settings = emitter.particle_systems[0].settings
+    settings.instance_object, settings.particle_size = pebble, 1.0
+    emitter.show_instancer_for_render = False
+    movers = bpy.data.collections.new("Movers")
+    scene.collection.children.link(movers)
+    for obj in (scatter, emitter):
+        for c in list(obj.users_collection):
+            c.objects.unlink(obj)
+        movers.objects.link(obj)
+        slide(obj)
+    bpy.ops.mesh.primitive_cube_add(size=1.0, scale=(6.4, 4.8, 1.4))
+    domain = bpy.context.active_object
+    domain.hide_render = True
+    bake = api.bake_volume(scene, outdir, domain=domain, source_collection=movers,
+                           resolution=64, write_density=False, progress=None)
+    assert bake.warnings == []
+    n = np.stack([read_vdb(f)[0] for f in bake.files])
+    origin, voxel = bake.origin, bake.voxel_size
+    assert n.shape[1:4] == (64, 48, 14) and abs(voxel - 0.1) < 1e-6
+    regions = []
+    for t in (1, 2, 3):
+        boxes = RenderEvaluation(scene)(t + 1, lambda dg: [
+            (np.array(i.matrix_world)[:3, 3], np.linalg.norm(np.array(i.matrix_world)[:3, 0]))
+            for i in dg.object_instances if i.is_instance])
+        assert len(boxes) == 5 and all(size > 0.9 for _, size in boxes)
+        regions += [(t, box_region(c, size, origin, voxel)) for c, size in boxes]
+    follow.assert_follows_volume(n, regions, (1.3, 0.0, 0.0))
+
+
+def test_appearing_objects_are_said(registered, outdir):
+    """A box that stops rendering halfway (keyed visibility, like a particle dying): the bake
+    goes on and says that the noise follows it only while it exists."""
+    from addon import api
+    scene = scenes.empty_scene(64, 48, (1, 4))
+    bpy.ops.mesh.primitive_cube_add(size=0.8, location=(-1.0, 0.0, 0.0))
+    stays = bpy.context.active_object
+    bpy.ops.mesh.primitive_cube_add(size=0.8, location=(1.0, 0.0, 0.0))
+    leaves = bpy.context.active_object
+    movers = scenes.into_collection(scene, stays)
+    for c in list(leaves.users_collection):
+        c.objects.unlink(leaves)
+    movers.objects.link(leaves)
+    for obj in (stays, leaves):
+        slide(obj)
+    leaves.hide_render = False
+    leaves.keyframe_insert("hide_render", frame=2)
+    leaves.hide_render = True
+    leaves.keyframe_insert("hide_render", frame=3)
+    bpy.ops.mesh.primitive_cube_add(size=4.0)
+    domain = bpy.context.active_object
+    domain.hide_render = True
+    bake = api.bake_volume(scene, outdir, domain=domain, source_collection=movers,
+                           resolution=16, progress=None)
+    assert len(bake.files) == 4
+    assert any("appears or disappears" in w for w in bake.warnings), bake.warnings

@@ -228,6 +228,7 @@ class VectorPassRenderer:
             o.set(vl, "use", vl == layer)
         o.set(layer, "use_pass_vector", True)
         self.layer = layer
+        hide_own_objects(o, scene)   # a baked volume would fog the pass (and slow it 300x)
 
     def _depsgraph(self):
         if bpy.context.scene == self.scene:
@@ -582,9 +583,11 @@ class RenderEvaluation:
 
 
 def own_objects(scene):
-    """Objects the extension made (baked volumes, previews, held cameras): never part of the
-    motion it measures."""
-    return [o for o in scene.objects if OWN_TAG in o]
+    """Objects the extension made (baked volumes, previews, held cameras), tagged with the
+    OWN_TAG ID property (volumes baked before the tag existed are known by their data's name):
+    never part of the motion it measures."""
+    return [o for o in scene.objects if OWN_TAG in o or (
+        o.type == "VOLUME" and o.data.name.startswith("NoiseWarp Volume"))]
 
 
 def hide_own_objects(o, scene):

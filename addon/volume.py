@@ -15,7 +15,7 @@ import numpy as np
 import bpy
 
 from .bake import _existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume
-from .motion import (GEOMETRY, BakeError, RenderEvaluation, mesh_arrays, same_topology,
+from .motion import (GEOMETRY, OWN_TAG, BakeError, RenderEvaluation, mesh_arrays, same_topology,
                      bake_caches, check_simulations, topology_change)
 
 VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
@@ -331,6 +331,7 @@ def make_volume_object(scene, files, frame_start, grid="density"):
     vol.frame_offset = frame_start - 1
     vol.sequence_mode = "CLIP"
     obj = bpy.data.objects.new(name, vol)
+    obj[OWN_TAG] = "volume"      # kept out of the extension's own motion renders
     scene.collection.objects.link(obj)
     mat = bpy.data.materials.new(name)
     if bpy.app.version < (5, 0, 0):  # always on (and deprecated) from 5.0

@@ -334,3 +334,26 @@ def test_appearing_objects_are_said(registered, outdir):
                            resolution=16, progress=None)
     assert len(bake.files) == 4
     assert any("appears or disappears" in w for w in bake.warnings), bake.warnings
+
+
+# ----------------------------------------------------------------------------- case 6
+
+def test_own_volume_stays_out_of_motion_renders(registered, outdir):
+    """After a volume bake, its Volume object sits in front of the camera: the next texture
+    bake's Vector pass must not see it (same noise as before it existed, bit for bit; the old
+    code took 100 s here rendering the fog) and it renders again afterwards."""
+    from addon import api
+    scene, cube = scenes.moving_cube_scene(px_per_frame=2.5)
+    reference = bake_texture(scene, outdir + "_before")
+    movers = scenes.into_collection(scene, cube)
+    bpy.ops.mesh.primitive_cube_add(size=1.0, scale=(6.4, 4.8, 2.0))
+    domain = bpy.context.active_object
+    domain.hide_render = True
+    volume = api.bake_volume(scene, outdir + "_volume", domain=domain, source_collection=movers,
+                             resolution=16, progress=None)
+    assert volume.object.hide_render is False
+    scene.frame_set(1)
+    before = scenes.settings_dump(scene)
+    bake = bake_texture(scene, outdir)
+    assert scenes.dump_differences(before, scenes.settings_dump(scene)) == []
+    assert np.array_equal(np.load(bake.npy_path), np.load(reference.npy_path))

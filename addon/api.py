@@ -18,20 +18,25 @@ import numpy as np
 
 import bpy
 
-from .bake import _existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume
+from .bake import (_existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume,
+                   blend_relative, same_file)
 from .motion import (BakeError, MeshMotion, TopologyChanged, VectorPassRenderer,
                      bake_caches, check_simulations)
 
 __all__ = ["bake_texture", "bake_volume", "TextureBake", "VolumeBake", "BakeError",
-           "texture_size", "load_texture_sequence", "make_preview_material"]
+           "texture_size", "render_size", "load_texture_sequence", "make_preview_material"]
+
+def render_size(scene):
+    """(height, width) Blender renders: resolution × percentage, rounded down as Blender does
+    (259×147 at 50 % renders 129×73)."""
+    r = scene.render
+    return r.resolution_y * r.resolution_percentage // 100, r.resolution_x * r.resolution_percentage // 100
+
 
 def texture_size(scene, scale=1.0, latent_factor=1):
     """(height, width) of the warped grid: the render size × scale, a multiple of latent_factor."""
-    r = scene.render
-    f = r.resolution_percentage / 100.0 * float(scale)
     lf = int(latent_factor)
-    w = max(lf, int(round(r.resolution_x * f / lf)) * lf)
-    h = max(lf, int(round(r.resolution_y * f / lf)) * lf)
+    h, w = (max(lf, int(round(n * float(scale) / lf)) * lf) for n in render_size(scene))
     return h, w
 
 
@@ -81,6 +86,13 @@ class TextureBake:
             raise BakeError(f"scene '{scene.name}' has no camera: the noise is baked for the "
                             "scene camera (Scene Properties > Camera)")
         self.frame_start, self.frame_end = _frames(scene, a["frame_start"], a["frame_end"])
+        if self.latent_factor < 1:
+            raise BakeError("latent_factor must be at least 1")
+        frame = [n * float(a["scale"]) for n in render_size(scene)]
+        if self.latent_factor > min(frame):
+            raise BakeError(f"the latent factor {self.latent_factor} is larger than the frame "
+                            f"({frame[1]:g}×{frame[0]:g}: the render size × scale): the latent "
+                            "would be a single cell; lower the latent factor or raise the scale")
         self.height, self.width = texture_size(scene, a["scale"], self.latent_factor)
         if self.motion == "VECTOR":
             from .motion import CYCLES_MISSING, cycles_available
@@ -248,9 +260,11 @@ def load_texture_sequence(files, frame_start):
     first = files[0]
     name = "noise_warp:" + os.path.basename(os.path.dirname(first))
     image = bpy.data.images.get(name)
-    if image is None or bpy.path.abspath(image.filepath) != first:
+    if image is None or not same_file(image.filepath, first):
         image = bpy.data.images.load(first, check_existing=False)
         image.name = name
+    image.filepath = blend_relative(first)
+    image.use_fake_user = True     # kept in the .blend even when no material uses it yet
     image.source = "SEQUENCE"
     image.colorspace_settings.name = "Non-Color"
     image.alpha_mode = "CHANNEL_PACKED"
@@ -265,6 +279,7 @@ def make_preview_material(image, frame_start, frame_count):
     preview shows the noise following the objects it was warped with.
     """
     mat = bpy.data.materials.get("NoiseWarp Preview") or bpy.data.materials.new("NoiseWarp Preview")
+    mat.use_fake_user = True       # saved with the .blend before it is assigned to anything
     if bpy.app.version < (5, 0, 0):  # always on (and deprecated) from 5.0
         mat.use_nodes = True
     nt = mat.node_tree

@@ -67,6 +67,21 @@ def _output_dir(directory):
     return path
 
 
+def blend_relative(path):
+    """`path` relative to the saved .blend ("//noise/noise_0001.exr"), as Blender stores paths
+    by default; absolute while the file is unsaved or on another drive."""
+    if not bpy.data.filepath:
+        return path
+    try:
+        return bpy.path.relpath(path)
+    except ValueError:
+        return path
+
+
+def same_file(blender_path, path):
+    return os.path.normpath(bpy.path.abspath(blender_path)) == os.path.normpath(path)
+
+
 def _existing_frames(path, ext):
     return sorted(int(m.group(1)) for n in os.listdir(path)
                   if (m := FRAME_RE.match(n)) and m.group(2) == ext)

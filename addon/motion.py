@@ -85,6 +85,16 @@ class Overrides:
         self._saved.clear()
 
 
+def evaluated_depsgraph(scene, layer=None):
+    """The scene's depsgraph with every pending change evaluated (a script that just moved an
+    object gets the new place, not the last evaluated one)."""
+    if bpy.context.scene == scene and layer in (None, bpy.context.view_layer):
+        return bpy.context.evaluated_depsgraph_get()
+    depsgraph = (layer or scene.view_layers[0]).depsgraph
+    depsgraph.update()
+    return depsgraph
+
+
 def cycles_available() -> bool:
     """Cycles is compiled in and its add-on is enabled (a disabled Cycles is the user's choice)."""
     if not getattr(bpy.app.build_options, "cycles", True):
@@ -231,11 +241,7 @@ class VectorPassRenderer:
         hide_own_objects(o, scene)   # a baked volume would fog the pass (and slow it 300x)
 
     def _depsgraph(self):
-        if bpy.context.scene == self.scene:
-            return bpy.context.evaluated_depsgraph_get()
-        depsgraph = self.layer.depsgraph
-        depsgraph.update()
-        return depsgraph
+        return evaluated_depsgraph(self.scene, self.layer)
 
     def _camera(self, frame):
         """The scene camera's (projection, world-to-camera) at `frame` (the scene is left there)."""

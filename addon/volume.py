@@ -7,6 +7,7 @@ Either gives the backward flow on the later frame's voxel grid. Output: DIR/nois
 (float grid `noise`, and a fog grid `density` when asked) and a Volume object bound to the
 sequence.
 """
+import math
 import os
 import time
 
@@ -14,9 +15,10 @@ import numpy as np
 
 import bpy
 
-from .bake import _existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume
+from .bake import (_existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume,
+                   blend_relative, same_file)
 from .motion import (GEOMETRY, OWN_TAG, BakeError, RenderEvaluation, mesh_arrays, same_topology,
-                     bake_caches, check_simulations, topology_change)
+                     bake_caches, check_simulations, evaluated_depsgraph, topology_change)
 
 VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "frame_end": "frame_end", "domain": "domain",
@@ -26,10 +28,12 @@ VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "smoke_domain": "smoke_domain", "bake_simulations": "bake_simulations"}
 
 
-def domain_grid(obj, resolution):
-    """(shape, origin, voxel_size) filling the world-space bounds of `obj` with cubic voxels."""
-    m = np.array(obj.matrix_world, np.float64)
-    corners = np.array([list(c) + [1.0] for c in obj.bound_box], np.float64) @ m.T
+def domain_grid(obj, resolution, depsgraph):
+    """(shape, origin, voxel_size) filling the world-space bounds of `obj` as evaluated (its
+    modifiers, and a transform a script has just set) with cubic voxels."""
+    ev = obj.evaluated_get(depsgraph)
+    m = np.array(ev.matrix_world, np.float64)
+    corners = np.array([list(c) + [1.0] for c in ev.bound_box], np.float64) @ m.T
     lo, hi = corners[:, :3].min(0), corners[:, :3].max(0)
     ext = hi - lo
     if ext.max() <= 0:
@@ -205,7 +209,8 @@ class VolumeBake:
         if openvdb_module() is None:
             raise BakeError("OpenVDB is not available in this Blender (bpy.utils."
                             "expose_bundled_modules() found no openvdb): cannot write .vdb files")
-        self.shape, self.origin, self.voxel_size = domain_grid(self.domain, self.resolution)
+        self.shape, self.origin, self.voxel_size = domain_grid(
+            self.domain, self.resolution, evaluated_depsgraph(scene))
         self.directory = _output_dir(a["directory"])
         self.settings = {"channels": self.channels, "seed": self.seed, "shape": list(self.shape),
                          "origin": [float(o) for o in self.origin],
@@ -285,7 +290,8 @@ class VolumeBake:
             scene.frame_set(frame_before[0], subframe=frame_before[1])
         self.object = make_volume_object(scene, self.files, self.frame_start,
                                          "density" if self.write_density else
-                                         ("noise" if self.channels == 1 else "noise_0"))
+                                         ("noise" if self.channels == 1 else "noise_0"),
+                                         max(self.shape) * self.voxel_size)
 
     def run(self, progress="print"):
         """progress: a callable(done, total, message), "print" (default) or None (silent)."""
@@ -312,11 +318,12 @@ def bake_volume(scene=None, directory=None, frame_start=None, frame_end=None, do
     return bake.run(progress)
 
 
-def make_volume_object(scene, files, frame_start, grid="density"):
-    """A Volume object reading the VDB sequence, with a Principled Volume material (Cycles)."""
+def make_volume_object(scene, files, frame_start, grid="density", extent=1.0):
+    """A Volume object reading the VDB sequence, with a material showing the noise as grain
+    (grain_material; `extent`: the domain's longest side in world units)."""
     name = "NoiseWarp Volume"
     for vol in bpy.data.volumes:   # a re-bake into the same folder updates its object
-        if bpy.path.abspath(vol.filepath) == files[0]:
+        if same_file(vol.filepath, files[0]):
             vol.frame_start, vol.frame_duration = frame_start, len(files)
             vol.frame_offset = frame_start - 1
             vol.grids.load()
@@ -324,7 +331,7 @@ def make_volume_object(scene, files, frame_start, grid="density"):
             if users:
                 return users[0]
     vol = bpy.data.volumes.new(name)
-    vol.filepath = files[0]
+    vol.filepath = blend_relative(files[0])
     vol.is_sequence = True
     vol.frame_start = frame_start
     vol.frame_duration = len(files)
@@ -333,16 +340,47 @@ def make_volume_object(scene, files, frame_start, grid="density"):
     obj = bpy.data.objects.new(name, vol)
     obj[OWN_TAG] = "volume"      # kept out of the extension's own motion renders
     scene.collection.objects.link(obj)
+    vol.materials.append(grain_material(name, grid, extent))
+    return obj
+
+
+GRAIN_RAMP = (0.5, 1.5)  # noise (σ) where the smoke starts and where it is densest
+GRAIN_DEPTH = 3.4        # mean optical depth across the domain
+GRAIN_COLOR = (0.1, 0.1, 0.1, 1.0)   # dark smoke: it absorbs more than it scatters back
+
+
+def grain_material(name, grid="density", extent=1.0):
+    """Principled Volume showing the noise as grain: empty below GRAIN_RAMP[0] σ, densest
+    above GRAIN_RAMP[1] σ (a third of the voxels hold some smoke), dense enough that a ray across
+    the domain (`extent` world units) meets an optical depth of GRAIN_DEPTH on average. A fog
+    of the grid itself averages to a nearly uniform haze along every ray."""
+    a, b = GRAIN_RAMP
+    phi = lambda x: math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)   # noqa: E731
+    cdf = lambda x: 0.5 * math.erfc(-x / math.sqrt(2.0))                 # noqa: E731
+    mean_ramp = ((phi(a) - phi(b)) - a * (cdf(b) - cdf(a))) / (b - a) + 1.0 - cdf(b)
+    density = GRAIN_DEPTH / (mean_ramp * float(extent))
     mat = bpy.data.materials.new(name)
     if bpy.app.version < (5, 0, 0):  # always on (and deprecated) from 5.0
         mat.use_nodes = True
     nt = mat.node_tree
     nt.nodes.clear()
+    attr = nt.nodes.new("ShaderNodeAttribute")
+    attr.attribute_name = grid
+    # the density grid holds (noise + 3) / 6 (noise3d.vdb.density_from_noise)
+    lo, hi = ((a + 3.0) / 6.0, (b + 3.0) / 6.0) if grid == "density" else (a, b)
+    ramp = nt.nodes.new("ShaderNodeMapRange")
+    ramp.inputs["From Min"].default_value = lo
+    ramp.inputs["From Max"].default_value = hi
+    ramp.inputs["To Min"].default_value = 0.0
+    ramp.inputs["To Max"].default_value = density
+    ramp.clamp = True
     vol_node = nt.nodes.new("ShaderNodeVolumePrincipled")
-    vol_node.inputs["Density"].default_value = 1.0
-    vol_node.inputs["Density Attribute"].default_value = grid
+    vol_node.inputs["Density Attribute"].default_value = ""
+    vol_node.inputs["Color"].default_value = GRAIN_COLOR
     out = nt.nodes.new("ShaderNodeOutputMaterial")
+    nt.links.new(attr.outputs["Fac"], ramp.inputs["Value"])
+    nt.links.new(ramp.outputs["Result"], vol_node.inputs["Density"])
     nt.links.new(vol_node.outputs["Volume"], out.inputs["Volume"])
-    vol_node.location, out.location = (-150, 0), (200, 0)
-    vol.materials.append(mat)
-    return obj
+    for i, node in enumerate((attr, ramp, vol_node, out)):
+        node.location = (i * 250 - 500, 0)
+    return mat

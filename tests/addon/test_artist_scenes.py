@@ -357,3 +357,80 @@ def test_own_volume_stays_out_of_motion_renders(registered, outdir):
     bake = bake_texture(scene, outdir)
     assert scenes.dump_differences(before, scenes.settings_dump(scene)) == []
     assert np.array_equal(np.load(bake.npy_path), np.load(reference.npy_path))
+
+
+# ----------------------------------------------------------------------------- case 8
+
+def test_script_moved_domain(registered, outdir):
+    """A script that makes and moves the domain, then bakes at once: the volume fills the
+    domain where the script put it (the depsgraph is brought up to date first)."""
+    from addon import api
+    import test_volume
+    scene, domain, movers, ball = test_volume.volume_scene()
+    domain.location.x, domain.scale = 0.5, (1.5, 1.0, 0.5)   # x in [-1, 2], z in [-0.5, 0.5]
+    bake = api.bake_volume(scene, outdir, domain=domain, source_collection=movers,
+                           resolution=12, progress=None)
+    assert bake.shape == (12, 8, 4)
+    assert np.allclose(bake.origin, (-1.0, -1.0, -0.5)) and np.isclose(bake.voxel_size, 0.25)
+    mesh = bpy.data.meshes.new("Box")      # a domain built from data, never evaluated yet
+    mesh.from_pydata([(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], [],
+                     [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4),
+                      (1, 5, 7, 3)])
+    box = bpy.data.objects.new("Box", mesh)
+    scene.collection.objects.link(box)
+    box.location, box.hide_render = (0.0, 0.0, 1.0), True
+    bake = api.bake_volume(scene, outdir + "_box", domain=box, source_collection=movers,
+                           resolution=8, progress=None)
+    assert bake.shape == (8, 8, 8) and np.allclose(bake.origin, (-1.0, -1.0, 0.0))
+
+
+def test_odd_render_size_at_half(registered, outdir, tmp_path):
+    """259 x 147 at 50 %: Blender renders 129 x 73 (it rounds down), and so is the noise."""
+    scene, _ = scenes.moving_cube_scene(width=259, height=147)
+    scene.render.resolution_percentage = 50
+    bake = bake_texture(scene, outdir, channels=1)
+    assert np.load(bake.npy_path).shape == (4, 73, 129, 1)
+    scene.render.engine = 'CYCLES'
+    scene.cycles.samples = 1
+    scene.render.image_settings.file_format = 'PNG'
+    scene.render.filepath = str(tmp_path / "frame.png")
+    bpy.ops.render.render(write_still=True)
+    assert tuple(bpy.data.images.load(str(tmp_path / "frame.png")).size) == (129, 73)
+
+
+def test_latent_factor_larger_than_the_frame(registered, outdir):
+    from addon import api
+    scene, _ = scenes.moving_cube_scene()          # 64 x 48
+    with pytest.raises(api.BakeError, match="latent factor 64 is larger than the frame"):
+        api.TextureBake(scene, outdir, latent_factor=64)
+    assert not os.path.exists(outdir)
+    assert api.TextureBake(scene, outdir, latent_factor=16).width == 64
+
+
+def test_outputs_survive_save_and_reload(registered, tmp_path):
+    """In a saved .blend, bakes into '//' folders: the image sequence and the volume are stored
+    relative to the file, the preview material is kept (a fake user) though nothing uses it
+    yet, and after saving and opening the file again all of it is there and loads."""
+    from addon import api
+    import test_volume
+    scene, domain, movers, ball = test_volume.volume_scene()
+    blend = str(tmp_path / "shot" / "shot.blend")
+    os.makedirs(os.path.dirname(blend))
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    scene = bpy.context.scene
+    texture = api.bake_texture(scene, "//noise/", channels=1, progress=None)
+    volume = api.bake_volume(scene, "//volume/", domain="Domain", source_collection="Movers",
+                             resolution=8, progress=None)
+    assert texture.image.filepath == "//noise/noise_0001.exr"
+    assert volume.object.data.filepath == "//volume/noise_0001.vdb"
+    assert texture.material.users >= 1
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    mat = bpy.data.materials["NoiseWarp Preview"]
+    image = next(n for n in mat.node_tree.nodes if n.type == 'TEX_IMAGE').image
+    assert image.filepath == "//noise/noise_0001.exr" and image.source == 'SEQUENCE'
+    assert os.path.isfile(bpy.path.abspath(image.filepath))
+    vol = bpy.data.objects["NoiseWarp Volume"]
+    assert vol.data.filepath == "//volume/noise_0001.vdb" and vol.data.materials[0] is not None
+    vol.data.grids.load()
+    assert "noise" in {g.name for g in vol.data.grids}

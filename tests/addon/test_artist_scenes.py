@@ -130,7 +130,12 @@ def test_mesh_motion_follows_the_render(registered, outdir):
     scene = render_only_scene()
     truth = true_flows(scene, (2, 3, 4))
     assert_mesh_motion_matches(scene, truth)
+    scene.frame_set(1)
+    before = scenes.settings_dump(scene)
     bake = bake_texture(scene, outdir, motion='MESH')
+    assert scenes.dump_differences(before, scenes.settings_dump(scene)) == []
+    from addon.motion import _RenderDepsgraph
+    assert not _RenderDepsgraph.is_registered   # the engine exists only during evaluations
     n = np.load(bake.npy_path)
     moving = {f - 1: np.abs(flow).max(-1) > 0.5 for f, flow in truth.items()}
     assert all(m.sum() > 250 for m in moving.values())

@@ -11,6 +11,7 @@ import numpy as np
 import bpy
 
 OWN_TAG = "noise_warp"   # ID property on the objects the extension creates
+GEOMETRY = {"MESH", "CURVE", "SURFACE", "FONT", "META"}   # object types with a surface mesh
 
 
 CYCLES_MISSING = ("Cycles is not available (not in this build, or its add-on is disabled in "
@@ -84,6 +85,16 @@ class Overrides:
         self._saved.clear()
 
 
+def evaluated_depsgraph(scene, layer=None):
+    """The scene's depsgraph with every pending change evaluated (a script that just moved an
+    object gets the new place, not the last evaluated one)."""
+    if bpy.context.scene == scene and layer in (None, bpy.context.view_layer):
+        return bpy.context.evaluated_depsgraph_get()
+    depsgraph = (layer or scene.view_layers[0]).depsgraph
+    depsgraph.update()
+    return depsgraph
+
+
 def cycles_available() -> bool:
     """Cycles is compiled in and its add-on is enabled (a disabled Cycles is the user's choice)."""
     if not getattr(bpy.app.build_options, "cycles", True):
@@ -92,26 +103,56 @@ def cycles_available() -> bool:
 
 
 def unbaked_simulations(scene):
-    """Names of simulations whose caches are not baked.
+    """[(name, point cache)] of the simulations that move things and are not baked: rigid
+    bodies, cloth, soft bodies, dynamic hair, emitter particles with physics.
 
-    The Vector pass evaluates the scene at neighbouring frames out of order; an unbaked rigid
-    body world then barely moves (measured 0.27 px instead of 2.4 px per frame).
+    The Vector pass and the render evaluation visit frames out of order; an unbaked rigid body
+    world then barely moves (measured 0.27 px instead of 2.4 px per frame). Hair without
+    dynamics and particles without physics are not simulations: they follow their emitter.
     """
     found = []
     rbw = scene.rigidbody_world
     if rbw is not None and rbw.enabled and rbw.collection is not None and len(rbw.collection.objects):
         if not rbw.point_cache.is_baked:
-            found.append("Rigid Body World")
+            found.append(("Rigid Body World", rbw.point_cache))
     for obj in scene.objects:
         for mod in obj.modifiers:
+            if not mod.show_render:
+                continue
             cache = None
             if mod.type in {"CLOTH", "SOFT_BODY"}:
                 cache = mod.point_cache
-            elif mod.type == "PARTICLE_SYSTEM" and mod.particle_system.settings.physics_type != "NO":
-                cache = mod.particle_system.point_cache
-            if cache is not None and mod.show_render and not cache.is_baked:
-                found.append(f"{obj.name} ({mod.name})")
+            elif mod.type == "PARTICLE_SYSTEM":
+                psys = mod.particle_system
+                moves = (psys.use_hair_dynamics if psys.settings.type == "HAIR"
+                         else psys.settings.physics_type != "NO")
+                cache = psys.point_cache if moves else None
+            if cache is not None and not cache.is_baked:
+                found.append((f"{obj.name} ({mod.name})", cache))
     return found
+
+
+def check_simulations(scene, bake):
+    """Unbaked simulations to bake first when `bake`, else a BakeError naming them."""
+    sims = unbaked_simulations(scene)
+    if sims and not bake:
+        raise BakeError("bake the simulation caches first (" + ", ".join(n for n, _ in sims) +
+                        "), or let the bake do it (Bake Simulations, bake_simulations=True): "
+                        "the motion of unbaked simulations is not seen correctly when frames "
+                        "are evaluated out of order")
+    return sims
+
+
+def bake_caches(scene, sims):
+    """Bake the point caches (each over its own frame range), as Physics > Cache > Bake does;
+    returns the note the bake reports."""
+    for name, cache in sims:
+        with bpy.context.temp_override(scene=scene, point_cache=cache):
+            bpy.ops.ptcache.bake(bake=True)
+        if not cache.is_baked:
+            raise BakeError(f"could not bake the simulation cache of {name}: bake it in "
+                            "Physics > Cache and try again")
+    return "baked the simulation caches first: " + ", ".join(n for n, _ in sims)
 
 
 ORTHO_NOTE = ("the orthographic camera moves: Cycles' Vector pass is wrong for moving "
@@ -197,13 +238,10 @@ class VectorPassRenderer:
             o.set(vl, "use", vl == layer)
         o.set(layer, "use_pass_vector", True)
         self.layer = layer
+        hide_own_objects(o, scene)   # a baked volume would fog the pass (and slow it 300x)
 
     def _depsgraph(self):
-        if bpy.context.scene == self.scene:
-            return bpy.context.evaluated_depsgraph_get()
-        depsgraph = self.layer.depsgraph
-        depsgraph.update()
-        return depsgraph
+        return evaluated_depsgraph(self.scene, self.layer)
 
     def _camera(self, frame):
         """The scene camera's (projection, world-to-camera) at `frame` (the scene is left there)."""
@@ -380,7 +418,7 @@ def mesh_snapshot(scene, depsgraph, width, height, objects=None):
     snap = {}
     for inst in depsgraph.object_instances:
         obj = inst.object
-        if obj.type != "MESH" or not inst.show_self or obj.original.hide_render:
+        if obj.type not in GEOMETRY or not inst.show_self:
             continue
         if names is not None and obj.original.name not in names:
             continue
@@ -483,18 +521,99 @@ def rasterize_backward_flow(current, previous, width, height, max_pairs=4_000_00
     return flow
 
 
+class _RenderDepsgraph(bpy.types.RenderEngine):
+    """A render engine that draws nothing: Blender hands it the depsgraph it builds for a
+    render, which RenderEvaluation passes to a function."""
+    bl_idname = "NOISE_WARP_EVALUATE"
+    bl_label = "Noise Warp (motion)"
+    bl_use_postprocess = False
+
+    def render(self, depsgraph):
+        job = RenderEvaluation.job
+        if job is not None and job[1] is None:
+            try:
+                job[1] = (job[0](depsgraph),)
+            except BaseException as exc:   # re-raised by RenderEvaluation, not lost in Blender
+                job[1] = exc
+
+
+class RenderEvaluation:
+    """Evaluate the scene exactly as the render does (render-level Subdivision, modifiers and
+    objects enabled for renders, render particle counts, hidden-in-viewport objects that
+    render): a render with an engine that draws nothing hands over Blender's render
+    depsgraph. The engine exists only during each call and every setting is put back.
+    """
+
+    job = None
+
+    def __init__(self, scene):
+        self.scene = scene
+
+    def __call__(self, frame, fn):
+        """fn(render depsgraph) at `frame`; the scene is left at `frame`."""
+        scene = self.scene
+        scene.frame_set(frame)
+        o = Overrides()
+        registered = not _RenderDepsgraph.is_registered
+        if registered:
+            bpy.utils.register_class(_RenderDepsgraph)
+        try:
+            r = scene.render
+            o.set(r, "engine", _RenderDepsgraph.bl_idname)
+            o.set(r, "use_compositing", False)
+            o.set(r, "use_sequencer", False)
+            for attr, value in (("resolution_x", 16), ("resolution_y", 16),
+                                ("resolution_percentage", 100), ("use_border", False)):
+                o.set(r, attr, value)   # the image is not used: allocate little
+            layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
+            for vl in scene.view_layers:
+                o.set(vl, "use", vl == layer)
+            hide_own_objects(o, scene)
+            RenderEvaluation.job = [fn, None]
+            if bpy.context.scene == scene:
+                bpy.ops.render.render()
+            else:
+                bpy.ops.render.render(scene=scene.name)
+            result = RenderEvaluation.job[1]
+        finally:
+            RenderEvaluation.job = None
+            o.restore()
+            if registered:
+                bpy.utils.unregister_class(_RenderDepsgraph)
+        if result is None:
+            raise BakeError("Blender did not evaluate the scene for rendering (is the view "
+                            "layer disabled for rendering?)")
+        if isinstance(result, BaseException):
+            raise result
+        return result[0]
+
+
+def own_objects(scene):
+    """Objects the extension made (baked volumes, previews, held cameras), tagged with the
+    OWN_TAG ID property (volumes baked before the tag existed are known by their data's name):
+    never part of the motion it measures."""
+    return [o for o in scene.objects if OWN_TAG in o or (
+        o.type == "VOLUME" and o.data.name.startswith("NoiseWarp Volume"))]
+
+
+def hide_own_objects(o, scene):
+    for obj in own_objects(scene):
+        o.set(obj, "hide_render", True)
+
+
 class MeshMotion:
-    """Backward flows from the evaluated meshes (no render): frame_set, to_mesh, project."""
+    """Backward flows from the meshes as the render evaluates them, projected through the
+    camera: no image is rendered."""
 
     def __init__(self, scene, width, height):
         self.scene, self.width, self.height = scene, int(width), int(height)
+        self._evaluate = RenderEvaluation(scene)
         self._prev = None
         self._prev_frame = None
 
     def _snap(self, frame):
-        self.scene.frame_set(frame)
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        return mesh_snapshot(self.scene, depsgraph, self.width, self.height)
+        return self._evaluate(frame, lambda depsgraph: mesh_snapshot(
+            self.scene, depsgraph, self.width, self.height))
 
     def flow(self, frame):
         if self._prev_frame != frame - 1:

@@ -102,18 +102,20 @@ def assert_follows_flow(noise, flows, masks):
     return slope, se
 
 
-def assert_follows_volume(noise, frames, region, shift, extra=((0, 0, 0),)):
-    """Volumes [T, X, Y, Z, C]: inside `region` (a tuple of three index ranges) of each frame
-    t, moved by `shift` voxels since t - 1, the correlations with the previous frame's voxels
-    are their overlaps (|error| < 4/sqrt(N)), ~0 at the `extra` offsets."""
+def assert_follows_volume(noise, regions, shift, extra=((0, 0, 0),)):
+    """Volumes [T, X, Y, Z, C]: in each of `regions` [(t, (x indices, y indices, z indices))],
+    moved by `shift` voxels since t - 1, the correlations with the previous frame's voxels are
+    their overlaps (|error| < 4/sqrt(N), pooled), ~0 at the `extra` offsets."""
     noise = noise if noise.ndim == 5 else noise[..., None]
-    idx = [np.asarray(r) for r in region]
     table = overlap_table(shift)
     report = []
     for offset in list(table) + [o for o in extra if o not in table]:
-        a = np.concatenate([noise[t][np.ix_(*idx)].ravel() for t in frames])
-        b = np.concatenate([noise[t - 1][np.ix_(*[i + o for i, o in zip(idx, offset)])].ravel()
-                            for t in frames])
+        a, b = [], []
+        for t, region in regions:
+            idx = [np.asarray(r) for r in region]
+            a.append(noise[t][np.ix_(*idx)].ravel())
+            b.append(noise[t - 1][np.ix_(*[i + o for i, o in zip(idx, offset)])].ravel())
+        a, b = np.concatenate(a), np.concatenate(b)
         r = float(np.corrcoef(a, b)[0, 1])
         expected = table.get(offset, 0.0)
         report.append((offset, round(r, 3), round(expected, 3)))

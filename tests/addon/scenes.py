@@ -265,3 +265,26 @@ def dented_sheet(scene, shift_px=(1.3, 0.4), frames=(1, 4), thickness=0.6):
     make_linear(sheet.data.shape_keys)
     scene.frame_set(frames[0])
     return sheet
+
+
+def instancer(scene, points, size=0.8, name="Scatter"):
+    """A Geometry Nodes scatter as artists build it: an object whose modifier puts a cube
+    (size units, made by the node tree, not an object) on each of its mesh's `points`; the
+    object itself shows only the instances."""
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata([tuple(p) for p in points], [], [])
+    obj = bpy.data.objects.new(name, mesh)
+    scene.collection.objects.link(obj)
+    tree = bpy.data.node_groups.new(name, 'GeometryNodeTree')
+    tree.interface.new_socket("Geometry", in_out='INPUT', socket_type='NodeSocketGeometry')
+    tree.interface.new_socket("Geometry", in_out='OUTPUT', socket_type='NodeSocketGeometry')
+    nodes, links = tree.nodes, tree.links
+    group_in, group_out = nodes.new('NodeGroupInput'), nodes.new('NodeGroupOutput')
+    on_points = nodes.new('GeometryNodeInstanceOnPoints')
+    cube = nodes.new('GeometryNodeMeshCube')
+    cube.inputs["Size"].default_value = (size, size, size)
+    links.new(group_in.outputs[0], on_points.inputs["Points"])
+    links.new(cube.outputs["Mesh"], on_points.inputs["Instance"])
+    links.new(on_points.outputs["Instances"], group_out.inputs[0])
+    obj.modifiers.new("Scatter", 'NODES').node_group = tree
+    return obj

@@ -217,9 +217,11 @@ def follow_correlation(cur, prev, flow, rows, cols):
 
 
 def test_rigid_body_scene(registered, outdir):
-    """A falling rigid body seen from the side: unbaked -> clear error, nothing written;
-    baked -> the noise falls with it."""
+    """A falling rigid body seen from the side: unbaked and bake_simulations off -> clear
+    error, nothing written; by default the bake bakes the cache first, says so, and the noise
+    falls with it."""
     import math
+    from addon import api
     scene = scenes.empty_scene(frames=(1, 12))
     cam = scene.camera
     cam.location, cam.rotation_euler = (0.0, -10.0, 0.0), (math.pi / 2, 0.0, 0.0)
@@ -227,13 +229,13 @@ def test_rigid_body_scene(registered, outdir):
     bpy.ops.rigidbody.object_add()
     cache = scene.rigidbody_world.point_cache
     cache.frame_start, cache.frame_end = 1, 12
-    with pytest.raises(RuntimeError, match="bake the simulation caches first"):
-        bpy.ops.noise_warp.bake_texture(directory=outdir)
+    with pytest.raises(api.BakeError, match="bake the simulation caches first"):
+        api.TextureBake(scene, outdir, bake_simulations=False)
     assert not os.path.exists(outdir) or os.listdir(outdir) == []
-    with bpy.context.temp_override(scene=scene, point_cache=cache):
-        bpy.ops.ptcache.bake(bake=True)
+    assert not cache.is_baked
+    bake = api.bake_texture(scene, outdir, channels=1, preview='NONE', progress=None)
     assert cache.is_baked
-    assert bpy.ops.noise_warp.bake_texture(directory=outdir, channels=1, preview='NONE') == {'FINISHED'}
+    assert bake.warnings == ["baked the simulation caches first: Rigid Body World"]
     n = np.load(os.path.join(outdir, "noise.npy"))[..., 0]
     flow = scenes.vector_pass_flow(scene, 12, 64, 48)
     moving = np.abs(flow).max(-1) > 0
@@ -297,10 +299,10 @@ def test_existing_outputs_refused_then_overwritten(registered, outdir):
 def test_topology_change_falls_back_to_vector_pass(registered, outdir):
     scene, cube = scenes.moving_cube_scene()
     mod = cube.modifiers.new("Sub", 'SUBSURF')
-    mod.levels = 0
-    mod.keyframe_insert("levels", frame=2)
-    mod.levels = 1
-    mod.keyframe_insert("levels", frame=3)
+    mod.render_levels = 0   # what the render evaluates (the viewport level does not count)
+    mod.keyframe_insert("render_levels", frame=2)
+    mod.render_levels = 1
+    mod.keyframe_insert("render_levels", frame=3)
     from addon import api
     bake = api.bake_texture(scene, outdir, channels=1, motion='MESH', preview='NONE')
     assert any("topology" in w and "Vector pass" in w for w in bake.warnings)

@@ -2,8 +2,9 @@
 
 In the UI a bake runs as a modal operator on a timer (progress, Esc cancels, the next run
 resumes after the last complete frame); headless (`blender -b`, `import bpy`) it runs to the
-end and prints progress. The first bake of a session starts Taichi and compiles its kernels
-on a tiny problem first, says so while it happens and reports how long it took.
+end and prints progress. Before the first bake with given settings in a session, Taichi starts
+and compiles the kernels on a tiny problem with those settings; the bake says so while it
+happens and reports how long it took.
 """
 import os
 import time
@@ -13,10 +14,10 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from .properties import NoiseWarpSettings
 
-# seconds the first bake of each kind spent starting Taichi and compiling, this session
+# seconds the first bake with each set of kernel-shaping settings spent compiling, this session
 _WARM = {}
-COMPILING = ("first bake of this session: starting Taichi and compiling its kernels "
-             "(a few seconds; up to about 15 s the first time on a computer)")
+COMPILING = ("compiling the noise kernels for these settings, once per session (a few seconds; "
+             "up to about 15 s the first time on a computer)")
 
 
 def first_bake_hint():
@@ -24,23 +25,40 @@ def first_bake_hint():
     return "" if _WARM else "The first bake compiles kernels: a few seconds (~15 s the first time)"
 
 
-def warm_up(kind, method="particle"):
-    """Start Taichi and compile what a bake of `kind` uses ('TEXTURE' with `method`, or
-    'VOLUME') on a tiny problem; the seconds it took, or None when already done."""
-    key = (kind, method) if kind == 'TEXTURE' else (kind,)
+def _warm_key(bake):
+    """What the compiled kernels depend on: the method and the channel, supersampling and
+    latent factors of a texture bake; the channels of a volume bake."""
+    if hasattr(bake, "latent_factor"):
+        return ("TEXTURE", bake.method, bake.channels, bake.supersample, bake.latent_factor)
+    return ("VOLUME", bake.channels)
+
+
+def needs_warm_up(bake):
+    return _warm_key(bake) not in _WARM
+
+
+def warm_up(bake):
+    """Start Taichi and compile the kernels `bake` (an api.TextureBake or api.VolumeBake) will
+    use, on a tiny problem with the same settings; the seconds it took, or None when this
+    session already compiled them."""
+    key = _warm_key(bake)
     if key in _WARM:
         return None
     import numpy as np
 
     t = time.perf_counter()
-    if kind == 'TEXTURE':
+    if key[0] == "TEXTURE":
         import core2d
-        w = core2d.NoiseWarper(8, 8, channels=1, method=method, seed=0)
-        w.step(np.zeros((8, 8, 2), np.float32))
+        _, method, channels, supersample, factor = key
+        n = 4 * factor
+        w = core2d.NoiseWarper(n, n, channels=channels, method=method, seed=0,
+                               supersample=supersample, latent_factor=factor)
+        w.step(np.full((n, n, 2), 0.3, np.float32))
     else:
         import noise3d
         from noise3d.nearest import SampleGrid
-        noise3d.VolumeWarper((4, 4, 4), 1, seed=0).step(np.zeros((4, 4, 4, 3), np.float32))
+        v = noise3d.VolumeWarper((4, 4, 4), key[1], seed=0)
+        v.step(np.full((4, 4, 4, 3), 0.3, np.float32))
         SampleGrid(np.eye(3)).query(np.zeros((1, 3)), k=2)
     _WARM[key] = time.perf_counter() - t
     return _WARM[key]
@@ -93,24 +111,22 @@ class _ModalBake:
         return True
 
     def _warm_up(self):
-        kind = 'TEXTURE' if self.bl_idname.endswith("texture") else 'VOLUME'
-        method = getattr(self.bake, "method", "particle")
-        self.warm_seconds = warm_up(kind, method)
+        self.warm_seconds = warm_up(self.bake)
 
     def _finish_report(self):
         for w in self.bake.warnings:
             self.report({'WARNING'}, w)
         message = self.done_message()
         if self.warm_seconds is not None:
-            message += (f" (first bake of this session: {self.warm_seconds:.1f} s went to "
-                        "starting Taichi and compiling its kernels; later bakes skip that)")
+            message += (f" ({self.warm_seconds:.1f} s of it went to compiling the noise kernels "
+                        "for these settings, once per session)")
         self.report({'INFO'}, message)
 
     def execute(self, context):
         from .motion import BakeError
         if not self._start(context):
             return {'CANCELLED'}
-        if not _WARM:
+        if needs_warm_up(self.bake):
             print(f"noise_warp: {COMPILING}", flush=True)
         try:
             self._warm_up()
@@ -132,7 +148,7 @@ class _ModalBake:
         self._timer = wm.event_timer_add(0.01, window=context.window)
         wm.modal_handler_add(self)
         wm.progress_begin(0, 100)
-        if not _WARM:   # shown before the first tick, which blocks while Taichi compiles
+        if needs_warm_up(self.bake):   # shown before the first tick, which blocks meanwhile
             context.workspace.status_text_set(f"Noise Warp: {COMPILING}")
         return {'RUNNING_MODAL'}
 

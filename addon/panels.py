@@ -84,6 +84,9 @@ def _draw_advanced(layout, scene, s):
 
 
 def _draw_volume(layout, scene, s):
+    if bpy.app.version < (4, 4, 0):
+        layout.label(text="Volume bakes need Blender 4.4 or later (its OpenVDB module)",
+                     icon='ERROR')
     col = layout.column()
     col.prop(s, "volume_directory")
     col.prop(s, "volume_motion")

@@ -7,7 +7,6 @@ registers, and bakes a texture and a volume. Runs under whichever bpy this Pytho
 Downloads the wheels for this platform from PyPI the first time (cached in build/wheelhouse).
 """
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -123,60 +122,21 @@ CLEAN_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def requirement_closure(dist_name="bpy"):
-    """Top-level entries (packages, modules, .libs folders) of a distribution and of every
-    distribution it requires, recursively: what `pip install bpy` puts in a fresh venv."""
-    from importlib import metadata
-
-    todo, seen, tops = [dist_name], set(), set()
-    while todo:
-        name = todo.pop()
-        key = re.sub(r"[-_.]+", "-", name).lower()
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            continue
-        root = dist.locate_file("")
-        for f in dist.files or []:
-            top = f.parts[0]
-            if top != ".." and not top.endswith((".dist-info", ".pth")):
-                tops.add(os.path.join(str(root), top))
-        for req in dist.requires or []:
-            if "extra ==" not in req:
-                todo.append(re.split(r"[\s;<>=!~\[(]", req.strip(), maxsplit=1)[0])
-    return sorted(tops)
-
-
 def test_zip_installs_registers_and_bakes_in_a_clean_blender(built_zip, tmp_path):
     """A subprocess with no site-packages, only links to bpy and its requirements; Blender's
     user folders in tmp. Blender installs the wheels of its own Python from the zip."""
     import bpy  # noqa: F401  (the module under test: its version decides the Python)
     path, _ = built_zip
-    site = tmp_path / "site"
-    site.mkdir()
-    linked = requirement_closure("bpy")
-    names = {os.path.basename(p) for p in linked}
+    names = {os.path.basename(p) for p in blender_user.requirement_closure("bpy")}
     assert {"bpy", "numpy"} <= names and "taichi" not in names and "scipy" not in names
-    for p in linked:
-        os.symlink(p, site / os.path.basename(p))
-    user = tmp_path / "user"
-    script = tmp_path / "install.py"
-    script.write_text(CLEAN_SCRIPT)
-    env = blender_user.isolate(user, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                      "HOME": str(tmp_path),
-                                      "NOISEWARP_TI_CACHE": str(tmp_path / "ti_cache")})
-    # -S: no site-packages at all (not this venv's taichi/core2d): only what the zip brings
-    r = subprocess.run([sys.executable, "-S", str(script), str(site), path, str(tmp_path / "out")],
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = blender_user.run_in_clean_blender(tmp_path, CLEAN_SCRIPT, [path, tmp_path / "out"])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Exception in module register" not in r.stdout + r.stderr, r.stderr[-3000:]
     lines = dict(l.split(" ", 1) for l in r.stdout.splitlines() if l.split(" ")[0] in
                  ("TAICHI", "CORE2D", "RUNTIME", "SCIPY"))
     py = "%d.%d" % sys.version_info[:2]
-    ext_site = os.path.join(str(user / "extensions"), ".local", "lib", f"python{py}", "site-packages")
+    ext_site = os.path.join(str(tmp_path / "user" / "extensions"), ".local", "lib",
+                            f"python{py}", "site-packages")
     assert lines["TAICHI"].startswith(ext_site) and lines["CORE2D"].startswith(ext_site)
     assert lines["RUNTIME"].startswith(py + " ")
     assert lines["SCIPY"] == "False"

@@ -143,7 +143,7 @@ class TextureBake:
         import core2d
 
         scene, total = self.scene, self.frame_end - self.frame_start + 1
-        frame_before = scene.frame_current
+        frame_before = scene.frame_current, scene.frame_subframe
         tmpdir = tempfile.mkdtemp(prefix="noise_warp_")
         source = None
         try:
@@ -171,6 +171,7 @@ class TextureBake:
                     source = VectorPassRenderer(scene, self.width, self.height, tmpdir)
                     flow = source.flow(frame)
                 self.render_seconds += time.perf_counter() - t
+                self._take_notes(source)
                 t = time.perf_counter()
                 noise = w.step(flow)
                 self.warp_seconds += time.perf_counter() - t
@@ -207,10 +208,17 @@ class TextureBake:
             if source is not None:
                 source.close()
             shutil.rmtree(tmpdir, ignore_errors=True)
-            scene.frame_set(frame_before)
+            scene.frame_set(frame_before[0], subframe=frame_before[1])
         self.image = load_texture_sequence(self.files, self.frame_start)
         if self.preview == "MATERIAL":
             self.material = make_preview_material(self.image, self.frame_start, total)
+
+    def _take_notes(self, source):
+        """What a motion source did differently (said once, in warnings and the console)."""
+        for note in getattr(source, "notes", ()):
+            if note not in self.warnings:
+                self.warnings.append(note)
+                print(f"noise_warp: {note}", flush=True)
 
     def run(self, progress=_print_progress):
         for done, total, message in self.steps():

@@ -15,7 +15,8 @@ import numpy as np
 import bpy
 
 from .bake import _existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume
-from .motion import BakeError, mesh_arrays, unbaked_simulations
+from .motion import (BakeError, mesh_arrays, same_topology, topology_change,
+                     unbaked_simulations)
 
 VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "frame_end": "frame_end", "domain": "domain",
@@ -39,16 +40,17 @@ def domain_grid(obj, resolution):
 
 
 def collection_meshes(collection, depsgraph):
-    """[(name, world vertices [n, 3] float64, triangles [m, 3])] of the evaluated meshes."""
+    """[(name, world vertices [n, 3] float64, triangles [m, 3], corners [k])] of the evaluated
+    meshes (corners: the topology, see motion.mesh_arrays)."""
     out = []
     for obj in collection.all_objects:
         if obj.type != "MESH":
             continue
         ev = obj.evaluated_get(depsgraph)
-        co, tris = mesh_arrays(ev)
+        co, tris, corners = mesh_arrays(ev)
         m = np.array(ev.matrix_world, np.float64)
         v = co.astype(np.float64) @ m[:3, :3].T + m[:3, 3]
-        out.append((obj.name, v, tris.astype(np.int64)))
+        out.append((obj.name, v, tris.astype(np.int64), corners))
     return out
 
 
@@ -76,13 +78,14 @@ class MeshSource:
                 if [m[0] for m in cur] != [m[0] for m in prev]:
                     raise BakeError(f"the meshes in '{self.name}' change between "
                                     f"frames {f - 1} and {f}")
-                for (name, v0, t0), (_, v1, t1) in zip(prev, cur):
-                    if len(v0) != len(v1) or not np.array_equal(t0, t1):
+                for (name, v0, _, c0), (_, v1, _, c1) in zip(prev, cur):
+                    if not same_topology((v0, c0), (v1, c1)):
                         raise BakeError(
-                            f"mesh '{name}' changes topology between frames {f - 1} and {f} "
-                            f"({len(v0)} -> {len(v1)} vertices): volume motion follows vertices, so "
-                            "disable the modifier that rebuilds it (remesh, fluid mesh, booleans) "
-                            "or bake from a copy with a fixed topology")
+                            topology_change(name, (v0, c0), (v1, c1)).replace(
+                                "between frames", f"between frames {f - 1} and {f}") +
+                            ": volume motion follows vertices, so disable the modifier that "
+                            "rebuilds it (remesh, fluid mesh, booleans) or bake from a copy "
+                            "with a fixed topology")
                     moved = moved or not np.array_equal(v0, v1)
             prev = cur
         if not moved:
@@ -95,8 +98,10 @@ class MeshSource:
             (frame - 1, self.meshes(frame - 1))
         cur = self.meshes(frame)
         self._prev = (frame, cur)
-        return noise3d.mesh_motion_field([(v, f) for _, v, f in cur],
-                                         [(v, f) for _, v, f in prev[1]],
+        # both frames with this frame's triangles: the previous triangulation may differ
+        # where quads turned concave, the vertices are the same
+        return noise3d.mesh_motion_field([(v, t) for _, v, t, _ in cur],
+                                         [(p[1], c[2]) for p, c in zip(prev[1], cur)],
                                          shape, origin, voxel_size)
 
 
@@ -209,7 +214,7 @@ class VolumeBake:
         import noise3d
 
         scene, total = self.scene, self.frame_end - self.frame_start + 1
-        frame_before = scene.frame_current
+        frame_before = scene.frame_current, scene.frame_subframe
         try:
             if self.resume_from:
                 last = self.resume_from["last_frame"]
@@ -244,7 +249,7 @@ class VolumeBake:
             self._resume.clear()
             self.files = [self.path(f) for f in range(self.frame_start, self.frame_end + 1)]
         finally:
-            scene.frame_set(frame_before)
+            scene.frame_set(frame_before[0], subframe=frame_before[1])
         self.object = make_volume_object(scene, self.files, self.frame_start,
                                          "density" if self.write_density else
                                          ("noise" if self.channels == 1 else "noise_0"))

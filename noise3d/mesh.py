@@ -355,8 +355,7 @@ def _band_fit(S, DS, anchors, inside, shape, lat, lpts, stride, band, k, spacing
     not computed). Far from the surface the fit uses a coarser sample set (spacing ∝ distance),
     which keeps the neighbour search cheap.
     """
-    from scipy import ndimage
-    from scipy.spatial import cKDTree
+    from .nearest import SampleGrid, capped_edt
 
     lshape = tuple(len(c) for c in lat)
     # distance (voxels) from each lattice point to the nearest surface-sample cell: an EDT on
@@ -369,13 +368,15 @@ def _band_fit(S, DS, anchors, inside, shape, lat, lpts, stride, band, k, spacing
     occ = np.zeros(cshape, bool)
     cc = np.clip(cell[reach], 0, np.array(cshape) - 1)
     occ[cc[:, 0], cc[:, 1], cc[:, 2]] = True
-    dist_c = ndimage.distance_transform_edt(~occ) * stride
+    # lattice points needed: those bracketing a voxel of the band outside the surface (inside
+    # voxels take the ray blend, so only a thin inner layer of the lattice is used); farther
+    # distances are never looked at, so the transform stops there (inf beyond)
+    far = band + 2.0 * stride + 2.0
+    dist_c = capped_edt(occ, far / stride) * stride
     li = np.minimum(lpts // stride, np.array(cshape) - 1)
     dl = dist_c[li[:, 0], li[:, 1], li[:, 2]]
-    # lattice points needed: those bracketing a voxel of the band outside the surface (inside
-    # voxels take the ray blend, so only a thin inner layer of the lattice is used)
     lin = inside[lpts[:, 0], lpts[:, 1], lpts[:, 2]]
-    need = dl <= np.where(lin, 2.0 * stride + 2.0, band + 2.0 * stride + 2.0)
+    need = dl <= np.where(lin, 2.0 * stride + 2.0, far)
     ids = np.flatnonzero(need)
     pts = lpts[ids] + 0.5
     level = np.clip(np.floor(np.log2(np.maximum(dl[ids], 1.0) / 4.0)) + 1, 0, 6).astype(int)
@@ -384,7 +385,7 @@ def _band_fit(S, DS, anchors, inside, shape, lat, lpts, stride, band, k, spacing
     for lv in np.unique(level):
         Sl, DSl = _subsample(S, DS, 2.0 ** lv * spacing)
         sel = level == lv
-        d, d0 = local_affine_fit(pts[sel], Sl, DSl, cKDTree(Sl), k=k, anchors=anchors)
+        d, d0 = local_affine_fit(pts[sel], Sl, DSl, SampleGrid(Sl), k=k, anchors=anchors)
         disp_l[ids[sel]] = d
         dist_l[ids[sel]] = d0
     # back to every voxel (trilinear, exact for affine fields)
@@ -411,8 +412,7 @@ def mesh_motion_field(mesh_a, mesh_b, shape, origin, voxel_size, band=3.0, backg
     Swap the meshes (mesh_motion_field(mesh_b, mesh_a, ...)) to get the backward flow on the
     second frame's grid, which is what VolumeWarper.step uses by default.
     """
-    from scipy import ndimage
-    from scipy.spatial import cKDTree
+    from .nearest import SampleGrid
 
     shape, origin, vs = _grid_params(shape, origin, voxel_size)
     band = check_number("band (voxels)", band, positive=False)
@@ -473,7 +473,7 @@ def mesh_motion_field(mesh_a, mesh_b, shape, origin, voxel_size, band=3.0, backg
             if not valid.all():   # no crossing pair on any axis (degenerate rays): the local fit
                 bad = ins_ids[~valid]
                 pts_bad = np.stack(np.unravel_index(bad, shape), 1) + 0.5
-                d_in[~valid] = local_affine_fit(pts_bad, S, DS, cKDTree(S), k=k, anchors=(SA, DA))[0]
+                d_in[~valid] = local_affine_fit(pts_bad, S, DS, SampleGrid(S), k=k, anchors=(SA, DA))[0]
             disp.reshape(-1, 3)[ins_ids] = d_in
         f = _smoothstep_falloff(dist, np.float32(band)) if band > 0 else np.zeros(shape, np.float32)
         f[inside] = 1.0

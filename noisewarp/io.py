@@ -11,6 +11,26 @@ import numpy as np
 from core2d.atomic import atomic_path  # noqa: F401  (re-exported: every writer here uses it)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(path, mmap_mode=None):
+    """np.load for a user's .npy file, with one clear ValueError naming it when it is missing,
+    not a .npy file (a text file named .npy would get NumPy's advice about pickles) or damaged."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        raise ValueError(f"{path}: not a NumPy .npy file (it does not start with the .npy header; "
+                         "save arrays with numpy.save)")
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+
+
 def save_npy(path, array):
     """np.save, atomically."""
     with atomic_path(path) as tmp:
@@ -153,27 +173,9 @@ def flows_from_stack(stack, layout="auto", order="xy", negate=False) -> np.ndarr
     stack = np.asarray(stack)
     if stack.ndim == 3:
         stack = stack[None]
-    if stack.ndim != 4:
-        raise ValueError(f"a flow stack must have 4 axes, got shape {stack.shape}")
-    layout = layout.lower()
-    if layout == "auto":
-        last, second = stack.shape[-1] == 2, stack.shape[1] == 2
-        if last and not second:
-            layout = "nhwc"
-        elif second and not last:
-            layout = "nchw"
-        else:
-            raise ValueError(f"cannot tell the axis order of a flow stack of shape {stack.shape}: "
-                             "give --flow-layout nhwc or nchw")
+    layout = stack_layout(stack.shape, layout)
     if layout == "nchw":
-        if stack.shape[1] != 2:
-            raise ValueError(f"flow stack of shape {stack.shape} is not [N, 2, H, W]")
         stack = np.moveaxis(stack, 1, -1)
-    elif layout == "nhwc":
-        if stack.shape[-1] != 2:
-            raise ValueError(f"flow stack of shape {stack.shape} is not [N, H, W, 2]")
-    else:
-        raise ValueError(f"unknown flow layout {layout!r} (nhwc, nchw or auto)")
     out = np.asarray(stack, np.float32)
     if order == "yx":
         out = out[..., ::-1]
@@ -182,6 +184,34 @@ def flows_from_stack(stack, layout="auto", order="xy", negate=False) -> np.ndarr
     if negate:
         out = -out
     return np.ascontiguousarray(out, np.float32)
+
+
+def stack_layout(shape, layout="auto"):
+    """The axis order ("nhwc" or "nchw") of a flow stack of this shape (one flow [H, W, 2] or
+    [2, H, W] counts as N = 1), or one ValueError quoting the whole shape."""
+    shape = tuple(int(v) for v in shape)
+    full = (1,) + shape if len(shape) == 3 else shape
+    if len(full) != 4:
+        raise ValueError(f"a flow stack must have 4 axes [N, H, W, 2] or [N, 2, H, W], got shape {shape}")
+    layout = layout.lower()
+    if layout == "auto":
+        last, second = full[-1] == 2, full[1] == 2
+        if last and not second:
+            return "nhwc"
+        if second and not last:
+            return "nchw"
+        if not (last or second):
+            raise ValueError(f"flow stack of shape {shape} is neither [N, H, W, 2] nor [N, 2, H, W] "
+                             "(a flow has two components, dx and dy)")
+        raise ValueError(f"cannot tell the axis order of a flow stack of shape {shape}: "
+                         "give --flow-layout nhwc or nchw")
+    if layout == "nchw" and full[1] != 2:
+        raise ValueError(f"flow stack of shape {shape} is not [N, 2, H, W]")
+    if layout == "nhwc" and full[-1] != 2:
+        raise ValueError(f"flow stack of shape {shape} is not [N, H, W, 2]")
+    if layout not in ("nchw", "nhwc"):
+        raise ValueError(f"unknown flow layout {layout!r} (nhwc, nchw or auto)")
+    return layout
 
 
 def raft_to_flows(flow) -> np.ndarray:

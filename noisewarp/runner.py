@@ -31,16 +31,32 @@ def parse_formats(text):
     return ["npy"] + [f for f in FORMATS[1:] if f in items]
 
 
+class OptionsDiffer(ValueError):
+    """An output folder holds a run made with other options."""
+
+
+def options_from_args(args):
+    """The keyword arguments of warp_to_folder taken from parsed `warp` (or `batch`) arguments."""
+    return dict(method=args.method, channels=args.channels, seed=args.seed,
+                latent_factor=args.latent_factor, supersample=args.supersample,
+                degrade=args.degrade, degrade_mask=args.degrade_mask,
+                formats=parse_formats(args.format), dtype=args.dtype, backend=args.backend,
+                resume=getattr(args, "resume", False), force=getattr(args, "force", False),
+                progress=not args.quiet, verbose=getattr(args, "verbose", False),
+                checkpoint_every=args.checkpoint_every, occlusions=args.occlusions,
+                save_flows=args.save_flows)
+
+
 def load_mask(path, in_shape, out_shape):
     """A degradation mask from .npy or an image, values in [0, 1], at input or output size."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     if path.lower().endswith(".npy"):
-        try:
-            mask = np.load(path).astype(np.float32)
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+        mask = io.load_npy(path)
+        if mask.dtype.kind not in "fiub":
+            raise ValueError(f"{path}: a mask must be numeric, got dtype {mask.dtype}")
+        mask = mask.astype(np.float32)
     else:
         import cv2
 
@@ -100,6 +116,8 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
     F = int(latent_factor)
     if F < 1 or int(supersample) < 1:
         raise ValueError("--latent-factor and --supersample must be positive integers")
+    if int(checkpoint_every) < 0:
+        raise ValueError(f"--checkpoint-every must be 0 (every 2 s) or a number of frames, got {checkpoint_every}")
     if H % F or W % F:
         raise ValueError(f"{source.name}: frames are {W}x{H}, not divisible by --latent-factor {F} "
                          f"(crop or resize the input to a multiple of {F})")
@@ -137,12 +155,14 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                     prior = json.load(f)
                 if prior["config"] != json.loads(json.dumps(config)):
                     diff = [k for k in config if prior["config"].get(k) != json.loads(json.dumps(config[k]))]
-                    raise ValueError(f"{outdir}: cannot resume: options differ from the interrupted run "
-                                     f"({', '.join(diff)})")
+                    what = "complete run" if prior.get("complete") else "interrupted run"
+                    raise OptionsDiffer(f"{outdir}: cannot resume: options differ from the {what} "
+                                        f"({', '.join(diff)}); use --force to start over")
                 if prior.get("complete") and os.path.isfile(final):
-                    print(f"noisewarp: {outdir} is already complete ({T} frames)", file=log)
+                    if progress:
+                        print(f"noisewarp: {outdir} is already complete ({T} frames)", file=log)
                     with open(os.path.join(outdir, "run.json")) as f:
-                        return json.load(f)
+                        return dict(json.load(f), status="already complete")
         elif force:
             _remove(_artefacts(outdir) + [partial, flows_partial])
         else:
@@ -242,8 +262,11 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                 if interrupt_after and done >= interrupt_after and done < T:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
-            if done > 0:
-                checkpoint(done - 1)    # Ctrl-C loses nothing: every complete frame is kept
+            # Ctrl-C keeps every complete frame, but only a state that matches them: if the
+            # warper already stepped a frame whose outputs were not all written, the last
+            # checkpoint stays, and --resume recomputes from there (same bytes)
+            if done > 0 and w.frame == done - 1:
+                checkpoint(done - 1)
             raise
         finally:
             bar.close()
@@ -261,7 +284,8 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
             timings["write"] += time.perf_counter() - t0
         n_steps = max(1, T - 1)
         per_frame = {k: v / n_steps for k, v in {**source.timings, **timings}.items()}
-        summary = dict(config=config, frames=T, shape=[T, *out_shape, C], dtype=dtype,
+        summary = dict(status="resumed" if prior is not None else "done",
+                       config=config, frames=T, shape=[T, *out_shape, C], dtype=dtype,
                        seconds=time.perf_counter() - t_start, per_frame_seconds=per_frame,
                        outputs=sorted(os.listdir(outdir)))
         with io.atomic_path(os.path.join(outdir, "run.json")) as tmp:
@@ -276,10 +300,9 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
         if verbose:
             print_timings(per_frame, log)
         return summary
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         interrupted = True
-        print(f"noisewarp: interrupted after {done} of {T} frames; run the same command with "
-              f"--resume to continue", file=log)
+        exc.done, exc.total = done, T   # for the caller's message (warp suggests --resume)
         raise
     finally:
         if not ok and not interrupted and prior is None:

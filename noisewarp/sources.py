@@ -15,6 +15,10 @@ import numpy as np
 from . import io
 from core2d.ops import check_flow
 
+# FFmpeg (inside OpenCV) prints its own complaints about broken files on stderr, ahead of our
+# one-line error; it reads this once, when OpenCV first opens a video
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 
@@ -53,6 +57,7 @@ class Source:
 
     def __init__(self):
         self.timings = {}  # stage -> seconds accumulated (read, flow)
+        self.warnings = []  # ambiguous inputs read one way: the CLI prints these
 
     def _add_time(self, stage, seconds):
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
@@ -178,28 +183,28 @@ class StackSource(Source):
 
     kind = "flow stack"
 
-    def __init__(self, path, layout="auto", order="xy", negate=False, direction="backward",
+    def __init__(self, path, layout="auto", order="xy", negate=False, direction=None,
                  invert="invert", frames=None):
         super().__init__()
         self.path = self.name = os.fspath(path)
-        if not os.path.isfile(self.path):
-            raise ValueError(f"{self.path}: no such file")
-        try:
-            stack = np.load(self.path, mmap_mode="r")
-        except Exception as exc:
-            raise ValueError(f"{self.path}: not a readable .npy file ({exc})") from None
-        if not isinstance(stack, np.ndarray) or stack.dtype.kind not in "fiu":
-            raise ValueError(f"{self.path}: expected a numeric array of flows")
-        if os.path.basename(self.path) == "flows_dxdy.npy" and layout == "auto":
+        stack = io.load_npy(self.path, mmap_mode="r")
+        if stack.dtype.kind not in "fiu":
+            raise ValueError(f"{self.path}: expected a numeric array of flows, got dtype {stack.dtype}")
+        if os.path.basename(self.path) == "flows_dxdy.npy" and layout == "auto" and direction is None:
             layout, direction = "nchw", "forward"  # Go-with-the-Flow's file
-        shape = stack.shape if stack.ndim == 4 else (1,) + stack.shape
-        if layout == "auto" and len(shape) == 4:
-            layout = {(True, False): "nhwc", (False, True): "nchw"}.get(
-                (shape[-1] == 2, shape[1] == 2), "auto")
         try:
+            layout_given = layout
+            layout = io.stack_layout(stack.shape, layout)
             probe = io.flows_from_stack(stack[:1] if stack.ndim == 4 else stack, layout, order, negate)
         except ValueError as exc:
             raise ValueError(f"{self.path}: {exc}") from None
+        if direction is None:
+            direction = "backward"
+            if layout == "nchw":  # RAFT and torchvision write [N, 2, H, W] forward flows
+                self.warnings.append(
+                    f"{self.path}: an [N, 2, H, W] stack ({'detected' if layout_given == 'auto' else 'given'}) "
+                    "is read as backward flow (where each pixel came from); RAFT and torchvision give "
+                    "forward flow: pass --flow-direction forward (or backward to silence this)")
         self.layout = layout
         self.order, self.negate = order, negate
         if direction not in ("backward", "forward"):
@@ -329,7 +334,7 @@ def open_source(path, frames=None, flow_layout="auto", flow_order="xy", flow_neg
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
         return StackSource(path, layout=flow_layout, order=flow_order, negate=flow_negate,
-                           direction=flow_direction or "backward", invert=invert, frames=frames)
+                           direction=flow_direction, invert=invert, frames=frames)
     if ext == ".flo":
         raise ValueError(f"{path}: give the folder holding the .flo files, not one file")
     if ext == ".exr":
@@ -341,9 +346,13 @@ def open_source(path, frames=None, flow_layout="auto", flow_order="xy", flow_neg
 
 
 
+def source_options(args):
+    """open_source's keyword arguments from the CLI's source options (warp, compare, batch)."""
+    return dict(frames=args.frames, flow_layout=args.flow_layout, flow_order=args.flow_order,
+                flow_negate=args.flow_negate, flow_direction=args.flow_direction, invert=args.invert,
+                dis_preset=args.dis_preset, occlusions=getattr(args, "occlusions", False))
+
+
 def source_from_args(args, path=None):
-    """The source the CLI's source options describe (shared by `warp`, `compare` and `batch`)."""
-    return open_source(path or args.input, frames=args.frames, flow_layout=args.flow_layout,
-                       flow_order=args.flow_order, flow_negate=args.flow_negate,
-                       flow_direction=args.flow_direction, invert=args.invert,
-                       dis_preset=args.dis_preset, occlusions=getattr(args, "occlusions", False))
+    """The source the CLI's source options describe."""
+    return open_source(path or args.input, **source_options(args))

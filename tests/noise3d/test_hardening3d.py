@@ -27,7 +27,9 @@ for p in sys.argv[2:]:
         out.append("ValueError")
     except BaseException as exc:
         out.append(f"{type(exc).__name__}: {exc}")
-print(json.dumps({"outcomes": out, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec, so it would report pytest's own size
+hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+print(json.dumps({"outcomes": out, "maxrss_kb": hwm}))
 """
 
 

@@ -208,3 +208,38 @@ def test_resident_memory_does_not_grow_with_length(tmp_path):
         peaks.append(int(kb) / 1024)
     # 45 more frames of output are 45 MB: a run that kept them resident would show it
     assert peaks[1] < peaks[0] + 15, peaks
+
+
+def _interrupt_on_call(monkeypatch, owner, name, k):
+    """Make owner.name raise KeyboardInterrupt on its k-th call (0-based), as a Ctrl-C would."""
+    real = getattr(owner, name)
+    calls = [0]
+
+    def wrapped(*a, **kw):
+        calls[0] += 1
+        if calls[0] == k + 1:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+@pytest.mark.parametrize("where", ["npy", "exr", "png", "mp4"])
+def test_interrupt_inside_a_write_then_resume(tmp_path, monkeypatch, capsys, where):
+    """Ctrl-C inside the write of frame 3 (or of the preview), then --resume: every output has the
+    bytes of an uninterrupted run (the warper had already stepped frame 3: it must not count as done)."""
+    flows = tmp_path / "flows.npy"
+    np.save(flows, np.random.default_rng(5).uniform(-2, 2, size=(6, H, W, 2)).astype(np.float32))
+    args = ["warp", str(flows), "--format", "npy,exr,png,mp4", "-q", "--checkpoint-every", "1"]
+    assert main(args + ["-o", str(tmp_path / "full")]) == 0
+    owner, name = {"npy": (io.NpyFrames, "__setitem__"), "exr": (io, "write_exr"),
+                   "png": (io, "write_png"), "mp4": (io.Mp4Writer, "append")}[where]
+    with monkeypatch.context() as m:
+        _interrupt_on_call(m, owner, name, 3)
+        assert main(args + ["-o", str(tmp_path / "part")]) == 130
+    capsys.readouterr()
+    assert main(args + ["-o", str(tmp_path / "part"), "--resume"]) == 0, capsys.readouterr().err
+    full, part = tmp_path / "full", tmp_path / "part"
+    names = ["noise.npy", "preview.mp4"] + [f"{d}/noise_{k:04d}.{d}" for d in ("exr", "png") for k in range(1, 8)]
+    for n in names:
+        assert (part / n).read_bytes() == (full / n).read_bytes(), n

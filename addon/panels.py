@@ -28,7 +28,7 @@ def volume_size_label(s):
     from .volume import domain_grid
 
     try:
-        shape = domain_grid(s.domain, s.resolution)[0]
+        shape = domain_grid(s.domain, s.resolution, bpy.context.evaluated_depsgraph_get())[0]
     except (BakeError, ValueError) as exc:
         return str(exc)
     return "×".join(str(n) for n in shape) + f" voxels × {s.volume_channels}"

@@ -10,6 +10,8 @@ scale(voxel_size) then translate(origin + voxel_size/2): the volume lands where 
 """
 import os
 import threading
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -69,8 +71,12 @@ def _expose_blender_openvdb():
 
 
 def _placement(voxel_size, origin):
-    vs = np.broadcast_to(np.asarray(voxel_size, np.float64), (3,)).copy()
-    org = np.broadcast_to(np.asarray(origin, np.float64), (3,)).copy()
+    vs, org = np.asarray(voxel_size), np.asarray(origin)
+    if vs.dtype.kind not in "fiu" or org.dtype.kind not in "fiu" or vs.ndim > 1 or org.ndim > 1 \
+            or vs.size not in (1, 3) or org.size not in (1, 3):
+        raise ValueError(f"voxel size and origin must be numbers or 3-vectors; got {voxel_size!r}, {origin!r}")
+    vs = np.broadcast_to(vs.astype(np.float64), (3,)).copy()
+    org = np.broadcast_to(org.astype(np.float64), (3,)).copy()
     if not (np.isfinite(vs).all() and (vs > 0).all() and np.isfinite(org).all()):
         raise ValueError(f"voxel size must be positive and origin finite; got {voxel_size}, {origin}")
     return vs, org
@@ -99,20 +105,9 @@ def write_vdb(path, noise, voxel_size, origin, name="noise", density=None):
     Without openvdb the data goes to `path` with a .npz suffix. Written atomically.
     Returns the path actually written.
     """
-    noise = np.asarray(noise, np.float32)
-    if noise.ndim == 3:
-        noise = noise[..., None]
-    if noise.ndim != 4:
-        raise ValueError(f"noise must be [X, Y, Z] or [X, Y, Z, C]; got shape {noise.shape}")
+    noise = _volume(noise, "noise")
     vs, org = _placement(voxel_size, origin)
-    if density is True:
-        density = density_from_noise(noise)
-    elif density is not None and density is not False:
-        density = np.asarray(density, np.float32)
-        if density.shape != noise.shape[:3]:
-            raise ValueError(f"density has shape {density.shape}; expected {noise.shape[:3]}")
-    else:
-        density = None
+    density = _density(density, noise)
     path = os.fspath(path)
     vdb = openvdb_module()
     if vdb is None:
@@ -128,18 +123,43 @@ def write_vdb(path, noise, voxel_size, origin, name="noise", density=None):
     return path
 
 
+def _volume(values, what):
+    """[X, Y, Z] or [X, Y, Z, C] finite values as float32 [X, Y, Z, C]: NaN/inf are refused, not
+    written (OpenVDB would store a NaN voxel as an inactive background 0)."""
+    a = np.asarray(values)
+    if a.dtype.kind not in "fiu":
+        raise ValueError(f"{what} must be a numeric array; got dtype {a.dtype}")
+    a = a.astype(np.float32, copy=False)
+    if a.ndim == 3:
+        a = a[..., None]
+    if a.ndim != 4 or 0 in a.shape:
+        raise ValueError(f"{what} must be [X, Y, Z] or [X, Y, Z, C]; got shape {np.shape(values)}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} contains {int((~np.isfinite(a)).sum())} NaN/inf value(s)")
+    return a
+
+
+def _density(density, noise):
+    """None, or the [X, Y, Z] density grid to write beside `noise` (True: from channel 0)."""
+    if density is None or density is False:
+        return None
+    if density is True:
+        return density_from_noise(noise)
+    d = _volume(density, "density")
+    if d.shape != noise.shape[:3] + (1,):
+        raise ValueError(f"density has shape {np.shape(density)}; expected {noise.shape[:3]}")
+    return d[..., 0]
+
+
 def write_npz(path, noise, voxel_size, origin, name="noise", density=None):
     """The .npz form of write_vdb (same arrays, same placement); the suffix becomes .npz."""
-    noise = np.asarray(noise, np.float32)
-    if noise.ndim == 3:
-        noise = noise[..., None]
+    noise = _volume(noise, "noise")
     vs, org = _placement(voxel_size, origin)
     path = os.path.splitext(os.fspath(path))[0] + ".npz"
     arrays = dict(noise=noise, voxel_size=vs, origin=org, name=np.array(name))
-    if density is True:
-        density = density_from_noise(noise)
-    if density is not None and density is not False:
-        arrays["density"] = np.asarray(density, np.float32)
+    density = _density(density, noise)
+    if density is not None:
+        arrays["density"] = density
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -148,7 +168,7 @@ def write_npz(path, noise, voxel_size, origin, name="noise", density=None):
 
 def _grid(vdb, cls, values, name, vs, org, fog):
     g = cls()
-    g.copyFromArray(np.ascontiguousarray(values))
+    g.copyFromArray(np.require(values, requirements="CW"))      # the binding refuses read-only arrays
     g.name = name
     g.transform = _transform(vdb, vs, org)
     if fog:
@@ -171,16 +191,21 @@ def read_vdb(path, name="noise"):
         else:
             raise ValueError(f"{path}: no such file")
     if path.endswith(".npz"):
-        with np.load(path) as z:
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: not a readable .npz ({exc})") from None
+        with z:
             key = name if name in z.files else ("noise" if "noise" in z.files else name)
             if key not in z.files:
                 raise ValueError(f"{path}: no array named {name!r} (arrays: {', '.join(z.files)})")
-            data = np.asarray(z[key], np.float32)
-            if data.ndim == 3:
-                data = data[..., None]
-            vs = np.asarray(z["voxel_size"], np.float64) if "voxel_size" in z.files else np.ones(3)
-            org = np.asarray(z["origin"], np.float64) if "origin" in z.files else np.zeros(3)
-        return data, np.broadcast_to(vs, (3,)).copy(), np.broadcast_to(org, (3,)).copy()
+            try:
+                data = _volume(z[key], f"array {key!r}")
+                vs, org = _placement(z["voxel_size"] if "voxel_size" in z.files else 1.0,
+                                     z["origin"] if "origin" in z.files else 0.0)
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+                raise ValueError(f"{path}: {exc}") from None
+        return data, vs, org
     vdb = openvdb_module()
     if vdb is None:
         raise ValueError(f"{path}: reading .vdb needs the openvdb module (install the bpy wheel)")

@@ -15,6 +15,8 @@ so they agree to float tolerance and each is bit-reproducible whatever the threa
 import json
 import os
 import threading
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -137,6 +139,12 @@ def particle_step_taichi(x, flow, seed, frame, buffers=None, factor=1):
 
 
 # ----------------------------------------------------------------------------- the warper
+def _read_only(a):
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def _resolve_backend(backend):
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -164,17 +172,15 @@ class VolumeWarper(Serialised):
 
     def __init__(self, shape, channels=1, method="particle", seed=0, backend="auto", factor=2,
                  noise=None):
-        shape = tuple(int(n) for n in shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"shape must be three positive sizes (X, Y, Z); got {shape}")
-        channels = int(channels)
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1; got {channels}")
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3:
+            raise ValueError(f"shape must be three positive integers (X, Y, Z); got {shape!r}")
+        shape = tuple(ops.check_int("each size of shape", n) for n in shape)
+        channels = ops.check_int("channels", channels)
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-        factor = int(factor) if method == "supersample" else 1
-        if factor < 1:
-            raise ValueError(f"supersampling factor must be >= 1; got {factor}")
+        factor = ops.check_int("supersampling factor", factor)
+        if method != "supersample":
+            factor = 1
         if np.prod([n * factor for n in shape], dtype=np.float64) >= 2 ** 31:
             raise ValueError(f"volume {shape} × factor {factor} has too many voxels (the kernels "
                              "index cells with 32-bit integers); use a smaller shape or factor")
@@ -183,8 +189,8 @@ class VolumeWarper(Serialised):
         self.method = method
         self.factor = factor
         self.backend = _resolve_backend(backend)
+        self.seed = rng.seed_key(seed)              # an integer in [0, 2**32), or ValueError
         self._user_seed = int(seed)
-        self.seed = rng.seed_key(seed)
         self.frame = 0
         self._lock = threading.RLock()
         self._buffers = None
@@ -196,20 +202,21 @@ class VolumeWarper(Serialised):
                                  + (" (the fine state)" if factor > 1 else ""))
             if not np.isfinite(noise).all():
                 raise ValueError("initial noise contains NaN/inf")
-            self._state = np.ascontiguousarray(noise)
+            self._state = np.array(noise, np.float32, order="C")      # a copy: the caller keeps theirs
         else:
             n = int(np.prod(fine))
             self._state = rng.gauss(self.seed, 0, rng.INIT, np.arange(n), 0, channels).reshape(fine + (channels,))
 
     @property
     def noise(self) -> np.ndarray:
-        """The current frame, [X, Y, Z, C] float32 (the ∫-pooled state for method='supersample')."""
-        return ops.pool(self._state, self.factor) if self.factor > 1 else self._state
+        """The current frame, [X, Y, Z, C] float32 (the ∫-pooled state for method='supersample'),
+        read-only: writing to it must not change the warper (copy it to modify)."""
+        return _read_only(ops.pool(self._state, self.factor) if self.factor > 1 else self._state)
 
     @property
     def state(self) -> np.ndarray:
-        """The internal noise, [sX, sY, sZ, C] (equal to `noise` for method='particle')."""
-        return self._state
+        """The internal noise, [sX, sY, sZ, C] (equal to `noise` for method='particle'), read-only."""
+        return _read_only(self._state)
 
     def save(self, path):
         """Write the state and what made it to an .npz, atomically; `load` resumes exactly."""
@@ -225,15 +232,27 @@ class VolumeWarper(Serialised):
 
     @classmethod
     def load(cls, path, backend="auto"):
+        """A warper resumed from a `save` file; any damaged or foreign file is one ValueError
+        (the state must be finite white noise of the saved shape, the frame a count)."""
         path = os.fspath(path)
         try:
             with np.load(path, allow_pickle=False) as d:
                 config, state = json.loads(str(d["config"])), d["state"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
-        frame = config.pop("frame")
-        v = cls(**config, backend=backend, noise=state)
-        v.frame = int(frame)
+        try:
+            if not isinstance(config, dict):
+                raise ValueError("saved config must be a JSON object")
+            frame = config.pop("frame", None)
+            if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+                raise ValueError(f"saved frame must be a non-negative integer, got {frame!r}")
+            ops.check_white(state, "saved state")
+            v = cls(**config, backend=backend, noise=state)
+        except TypeError as exc:
+            raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        v.frame = frame
         return v
 
     def backward_flow(self, flow, direction="backward"):

@@ -30,7 +30,7 @@ def find_videos(folder):
     return videos
 
 
-def warp_one(video, outdir, options, source_options, force=False, threads=1):
+def warp_one(video, outdir, options, source_options, shape=None, force=False, threads=1):
     """The body of one task (also callable without Ray): never raises, returns a status dict.
 
     A finished output folder is kept when it was made with the same options; one made with
@@ -46,7 +46,7 @@ def warp_one(video, outdir, options, source_options, force=False, threads=1):
         from .runner import OptionsDiffer, warp_to_folder
         from .sources import open_source
 
-        src = open_source(video, **source_options)
+        src = open_source(video, **source_options).conform(**(shape or {}))
         try:
             summary = warp_to_folder(src, outdir, resume=True, progress=False, **options)
         except OptionsDiffer:
@@ -77,7 +77,8 @@ def batch(args, log=sys.stderr):
     except ImportError:
         raise ValueError(INSTALL_HINT) from None
     out = os.fspath(args.output)
-    options = {k: v for k, v in options_from_args(args).items() if k not in ("resume", "force", "progress", "verbose")}
+    options, shape = options_from_args(args)
+    options = {k: v for k, v in options.items() if k not in ("resume", "force", "progress", "verbose")}
     src_options = source_options(args)
     os.makedirs(out, exist_ok=True)
     started_here = not ray.is_initialized()
@@ -91,7 +92,7 @@ def batch(args, log=sys.stderr):
     try:
         task = ray.remote(num_cpus=1)(warp_one)
         pending = {task.remote(v, os.path.join(out, os.path.splitext(os.path.basename(v))[0]), options,
-                               src_options, args.force): v for v in videos}
+                               src_options, shape, args.force): v for v in videos}
         results = []
         from tqdm import tqdm
 
@@ -108,7 +109,7 @@ def batch(args, log=sys.stderr):
     results.sort(key=lambda r: r["video"])
     summary = {"input_dir": os.path.abspath(args.input_dir), "output": os.path.abspath(out),
                "videos": len(results), "failed": sum(r["status"] == "failed" for r in results),
-               "seconds": time.perf_counter() - t0, "options": dict(options, **src_options), "results": results}
+               "seconds": time.perf_counter() - t0, "options": dict(options, **src_options, **shape), "results": results}
     with io.atomic_path(os.path.join(out, "summary.json")) as tmp:
         with open(tmp, "w") as f:
             json.dump(summary, f, indent=1)

@@ -31,17 +31,22 @@ def _add_source_args(p):
                         "common approximation B = -F")
     g.add_argument("--dis-preset", choices=["ultrafast", "fast", "medium"], default="medium",
                    help="OpenCV DIS optical flow preset for video input (default medium)")
-    g.add_argument("--frames", metavar="A:B", default=None,
-                   help="only input frames A..B-1 (python slice; either side may be empty)")
+    g.add_argument("--frames", metavar="A:B[:S]", default=None,
+                   help="only input frames A..B-1, every S-th (Python slice; sides may be empty or negative); "
+                        "frames before A are warped too, so chunks join exactly")
+    g.add_argument("--fresh-start", action="store_true",
+                   help="with --frames A:B, start fresh noise at A instead (faster; chunks then do not join)")
 
 
 def _add_job_args(p):
     """The options of one warp job, shared by `warp` and `batch` (batch passes them to every video)."""
+    from .models import MODELS
+
     p.add_argument("--method", default="particle",
                    help="particle (default), grid, upsample, gp, nearest, bilinear, fixed, resample")
-    p.add_argument("--channels", type=int, default=4, help="noise channels (default 4; 16 for CogVideoX)")
+    p.add_argument("--channels", type=int, default=None, help="noise channels (default 4; 16 for CogVideoX)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
-    p.add_argument("--latent-factor", type=int, default=1, metavar="F",
+    p.add_argument("--latent-factor", type=int, default=None, metavar="F",
                    help="∫-pool the output by F (8 for SD/CogVideoX latents): [T, H/F, W/F, C]")
     p.add_argument("--supersample", type=int, default=1, metavar="S",
                    help="warp at S× resolution (better long-range coherence, S² the cost)")
@@ -51,16 +56,37 @@ def _add_job_args(p):
     d.add_argument("--degrade-mask", metavar="FILE", default=None,
                    help="per-pixel degradation in [0,1]: .npy or 8/16-bit image, input or output size")
     p.add_argument("--format", default="npy", metavar="npy,exr,png,mp4",
-                   help="outputs besides noise.npy: exr (exr/noise_0001.exr…), png (png/…), mp4 (preview.mp4)")
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="noise.npy dtype")
+                   help="outputs besides noise.npy: exr (exr/noise_0001.exr…), png (png/…), mp4 "
+                        "(preview.mp4: the video beside the noise, with frames.png and spacetime.png)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default=None, help="noise.npy dtype (default float32)")
     p.add_argument("--backend", default="auto", help="auto (default), taichi or numpy")
     p.add_argument("--occlusions", action="store_true",
-                   help="video input: also estimate forward flow and give disoccluded pixels fresh noise")
+                   help="video or EXR input: also check the flow forward-backward and give revealed pixels fresh noise")
     p.add_argument("--save-flows", action="store_true",
-                   help="also write the backward flows used, OUTDIR/flows.npy [T-1, H, W, 2] (for stats)")
+                   help="also write the backward flows between noise frames, OUTDIR/flows.npy [T-1, H, W, 2] (for stats)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                    help="save the warper state every N frames; 0 (default): every 2 s "
                         "(a resume recomputes the frames since, with the same bytes)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="refuse runs estimated to need more (e.g. 16G); default: the memory available now")
+    g = p.add_argument_group("video-model layouts (see docs/cli.md, one section per model family)")
+    g.add_argument("--model", choices=sorted(MODELS), default=None,
+                   help="preset for a video model: channels, latent factors, size, frame count, layout")
+    g.add_argument("--temporal-factor", type=int, default=None, metavar="K",
+                   help="keep noise frames 0, K, 2K, ... (a causal video VAE's latent frames: 49 -> 13 for K=4); "
+                        "the frame count must be Kn+1")
+    g.add_argument("--layout", choices=["thwc", "tchw", "cthw"], default=None,
+                   help="axis order of noise.npy: thwc [T,H,W,C] (default), tchw [T,C,H,W] (CogVideoX), "
+                        "cthw [C,T,H,W] (Wan, HunyuanVideo)")
+    g.add_argument("--size", default=None, metavar="WxH",
+                   help="output size before --latent-factor, e.g. 720x480; flows are resized and rescaled")
+    g.add_argument("--fit", choices=["crop", "pad", "stretch"], default=None,
+                   help="how --size is reached: crop (default: scale to cover, cut the middle), pad "
+                        "(scale to fit, still borders), stretch")
+    g.add_argument("--num-frames", type=int, default=None, metavar="N",
+                   help="exactly N video frames: longer clips are trimmed (with a note), shorter ones refused "
+                        "unless --pad")
+    g.add_argument("--pad", action="store_true", help="hold the last frame to reach --num-frames")
     _add_source_args(p)
 
 
@@ -86,8 +112,8 @@ def cmd_warp(args):
     from .runner import options_from_args, warp_to_folder
     from .sources import source_from_args
 
-    opts = options_from_args(args)  # validates --format before any work
-    source = source_from_args(args)
+    opts, shape = options_from_args(args)  # validates --format before any work
+    source = source_from_args(args).conform(**shape)
     _print_warnings(source)
     try:
         summary = warp_to_folder(source, args.output, **opts)
@@ -96,8 +122,9 @@ def cmd_warp(args):
         print(f"noisewarp: interrupted{done}; run the same command with --resume to continue", file=sys.stderr)
         raise
     if not args.quiet:
-        print(f"noisewarp: wrote {os.path.join(args.output, 'noise.npy')} "
-              f"{tuple(summary['shape'])} {summary['dtype']} in {summary['seconds']:.1f} s", file=sys.stderr)
+        shape = summary.get("file_shape", summary["shape"])
+        print(f"noisewarp: wrote {os.path.join(args.output, 'noise.npy')} {tuple(shape)} "
+              f"[{summary.get('axes', 'T,H,W,C')}] {summary['dtype']} in {summary['seconds']:.1f} s", file=sys.stderr)
     return 0
 
 

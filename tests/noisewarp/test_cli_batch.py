@@ -53,8 +53,9 @@ def test_rerun_with_changed_options(tmp_path):
 
     def run(*extra, force=False):
         args = build_parser().parse_args(["batch", str(tmp_path), "-o", str(tmp_path / "out"), "-q", *extra])
-        opts = {k: v for k, v in options_from_args(args).items() if k not in ("resume", "force", "progress", "verbose")}
-        return warp_one(video, out, opts, source_options(args), force=force)
+        opts, shape = options_from_args(args)
+        opts = {k: v for k, v in opts.items() if k not in ("resume", "force", "progress", "verbose")}
+        return warp_one(video, out, opts, source_options(args), shape, force=force)
 
     assert run("--channels", "2")["status"] == "done"
     assert run("--channels", "2")["status"] == "skipped (done)"

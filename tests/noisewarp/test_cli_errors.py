@@ -280,3 +280,31 @@ def test_help_texts():
     assert job <= opts["batch"], job - opts["batch"]
     text = sub.choices["warp"].format_help()
     assert "every 2 s" in text and "16 MB" not in text
+
+
+def test_runaway_settings_are_refused_with_their_cost(tmp_path, capsys):
+    """--supersample 64 on 176x144 needs ~20 GB: refused before anything is allocated, with the cost."""
+    p = tmp_path / "f.npy"
+    np.save(p, np.zeros((2, 144, 176, 2), np.float32))
+    out = tmp_path / "o"
+    line = run_bad(["warp", str(p), "-o", str(out), "--supersample", "64", "--max-memory", "4G"], capsys,
+                   ["f.npy", "GB of memory", "s per frame", "checkpoints of 1.7 GB", "--max-memory is 4.0 GB",
+                    "--supersample"])
+    assert not out.exists()
+    run_bad(["warp", str(p), "-o", str(out), "--supersample", "512"], capsys, ["available"])   # ~1.5 TB
+    assert main(["warp", str(p), "-o", str(out), "-q", "--max-memory", "lots"]) == 2
+    assert "--max-memory" in capsys.readouterr().err
+
+
+def test_estimate_figures_and_verbose_line(tmp_path, capsys):
+    from noisewarp.runner import estimate
+
+    c = estimate(144, 176, 4, "particle", 64, steps=10, out_frames=11)
+    assert 15e9 < c["memory"] < 30e9 and abs(c["state"] - 1.66e9) < 0.02e9   # what the issue measured
+    assert 30 < c["seconds_per_step"] < 300
+    small = estimate(144, 176, 4, "particle", 1, steps=10, out_frames=11)
+    assert small["memory"] < 0.5e9 and small["seconds_per_step"] < 0.1
+    p = tmp_path / "f.npy"
+    np.save(p, constant_flows(2, 0.0))
+    assert main(["warp", str(p), "-o", str(tmp_path / "o"), "--verbose"]) == 0
+    assert "noisewarp: estimate: about" in capsys.readouterr().err

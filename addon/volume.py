@@ -28,10 +28,11 @@ VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "smoke_domain": "smoke_domain", "bake_simulations": "bake_simulations"}
 
 
-def domain_grid(obj, resolution, depsgraph):
+def domain_grid(obj, resolution, depsgraph=None):
     """(shape, origin, voxel_size) filling the world-space bounds of `obj` as evaluated (its
-    modifiers, and a transform a script has just set) with cubic voxels."""
-    ev = obj.evaluated_get(depsgraph)
+    modifiers, and a transform a script has just set) with cubic voxels. Without a depsgraph,
+    the last evaluated state (a panel's draw must not evaluate)."""
+    ev = obj.evaluated_get(depsgraph or bpy.context.view_layer.depsgraph)
     m = np.array(ev.matrix_world, np.float64)
     corners = np.array([list(c) + [1.0] for c in ev.bound_box], np.float64) @ m.T
     lo, hi = corners[:, :3].min(0), corners[:, :3].max(0)

@@ -2,7 +2,8 @@
 
 Motion 'MESH': noise3d.mesh_motion_field on the meshes of a collection at two consecutive
 frames, evaluated as the render evaluates them (deforming, skinned, shape keys, baked
-simulations, render-level modifiers). Motion 'SMOKE': the velocity grids of a baked fluid domain's cache (fluid.py).
+simulations, render-level modifiers, instances). Motion 'SMOKE': the velocity grids of a baked
+fluid domain's cache (fluid.py).
 Either gives the backward flow on the later frame's voxel grid. Output: DIR/noise_####.vdb
 (float grid `noise`, and a fog grid `density` when asked) and a Volume object bound to the
 sequence.

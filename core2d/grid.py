@@ -77,6 +77,7 @@ def boxes(flow, max_span=MAX_SPAN):
     det = np.abs(ex[..., 0] * ey[..., 1] - ex[..., 1] * ey[..., 0])
     scale = np.sqrt(det / np.maximum(bw * bh, 1e-30))
     bw, bh = bw * scale, bh * scale
+    bw, bh = np.nan_to_num(bw, nan=np.inf), np.nan_to_num(bh, nan=np.inf)   # inf - inf: unbounded
     clamped = (bw < MIN_SIDE) | (bh < MIN_SIDE) | (bw > max_span) | (bh > max_span)
     bw, bh = np.clip(bw, MIN_SIDE, max_span), np.clip(bh, MIN_SIDE, max_span)
     ii, jj = np.mgrid[0:H, 0:W].astype(np.float64)
@@ -142,8 +143,11 @@ def outside_area(Pf, H, W):
 
 
 def _bbox(P, H, W):
-    lo = np.floor(P.min(axis=2)).astype(np.int64)
-    hi = np.ceil(P.max(axis=2)).astype(np.int64) - 1
+    # clamped to one cell beyond the frame before the integer conversion: a huge (finite) flow
+    # must not overflow int64 into a frame-wide box
+    edge = np.array([W + 1, H + 1], np.float32)
+    lo = np.floor(np.clip(np.nan_to_num(P.min(axis=2), nan=-1), -1, edge)).astype(np.int64)
+    hi = np.ceil(np.clip(np.nan_to_num(P.max(axis=2), nan=-1), -1, edge)).astype(np.int64) - 1
     j0, i0 = np.maximum(lo[..., 0], 0), np.maximum(lo[..., 1], 0)
     j1, i1 = np.minimum(hi[..., 0], W - 1), np.minimum(hi[..., 1], H - 1)
     return i0, i1, j0, j1
@@ -252,6 +256,8 @@ def _kernels():
         mxx = ti.max(ti.max(P[p, 0, 0], P[p, 1, 0]), ti.max(P[p, 2, 0], P[p, 3, 0]))
         mny = ti.min(ti.min(P[p, 0, 1], P[p, 1, 1]), ti.min(P[p, 2, 1], P[p, 3, 1]))
         mxy = ti.max(ti.max(P[p, 0, 1], P[p, 1, 1]), ti.max(P[p, 2, 1], P[p, 3, 1]))
+        mnx, mxx = ti.min(ti.max(mnx, -1.0), W + 1.0), ti.min(ti.max(mxx, -1.0), W + 1.0)  # as _bbox
+        mny, mxy = ti.min(ti.max(mny, -1.0), H + 1.0), ti.min(ti.max(mxy, -1.0), H + 1.0)
         j0 = ti.max(ti.cast(ti.floor(mnx), ti.i32), 0)
         j1 = ti.min(ti.cast(ti.ceil(mxx), ti.i32) - 1, W - 1)
         i0 = ti.max(ti.cast(ti.floor(mny), ti.i32), 0)

@@ -169,7 +169,7 @@ def step_taichi(x, flow, seed, frame, nearest=False):
     dst_start = _slot_starts(N)
     y = partition.split_taichi(np.ascontiguousarray(x.reshape(-1, C)), src, w, dst, dst_start, v_out,
                                seed, frame, 0.0, counts=n)
-    return y.reshape(H, W, C), {}
+    return y.reshape(H, W, C), {"fresh_pixels": int(np.count_nonzero(v_out >= 1))}   # as step_numpy
 
 
 # ----------------------------------------------------------------------------- bilinear baseline

@@ -42,18 +42,12 @@ def _mix(h: np.ndarray) -> np.ndarray:
 
 
 def seed_key(seed: int) -> int:
-    """Fold a Python int seed of any size into 32 bits (keeps distinct small seeds distinct)."""
-    seed = int(seed)
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    h = np.uint32(0)
+    """The 32-bit key of a seed in [0, 2**32): a bijection, so distinct seeds never share noise;
+    larger seeds are refused (folding them would make two seeds give identical noise)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     with np.errstate(over="ignore"):
-        while True:
-            h = _mix(np.uint32(h ^ np.uint32(seed & 0xFFFFFFFF)) + np.uint32(_GOLD))
-            seed >>= 32
-            if seed == 0:
-                break
-    return int(h)
+        return int(_mix(np.uint32(seed) + np.uint32(_GOLD)))
 
 
 def hash_key(seed: int, frame: int, stream: int, a, b, pair) -> np.ndarray:

@@ -14,10 +14,14 @@ so they agree to float tolerance and each is bit-reproducible whatever the threa
 """
 import json
 import os
+import threading
+import zipfile
+import zlib
 
 import numpy as np
 
-from core2d import ops, partition, rng
+from core2d import _taichi, ops, partition, rng
+from core2d.warper import Serialised
 
 METHODS = ("particle", "supersample")
 BACKENDS = ("auto", "taichi", "numpy")
@@ -88,8 +92,6 @@ def _taichi_kernels():
     global _KERNELS
     if _KERNELS is not None:
         return _KERNELS
-    from core2d import _taichi
-
     _taichi.init()
     _KERNELS = _build_kernels()
     return _KERNELS
@@ -137,17 +139,21 @@ def particle_step_taichi(x, flow, seed, frame, buffers=None, factor=1):
 
 
 # ----------------------------------------------------------------------------- the warper
+def _read_only(a):
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def _resolve_backend(backend):
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "auto":
-        from core2d import _taichi
-
         return "taichi" if _taichi.available() else "numpy"
     return backend
 
 
-class VolumeWarper:
+class VolumeWarper(Serialised):
     """Warped white noise on a voxel grid: `noise` is [X, Y, Z, C] float32, i.i.d. N(0,1) every frame.
 
         v = VolumeWarper((64, 64, 64), channels=4, method="particle", seed=0)
@@ -159,21 +165,22 @@ class VolumeWarper:
     output being its ∫-pooling. The footprint error of the particle method (it ignores the
     rotation and scale of the preimage) shrinks with the fine cell size, so the result tends to
     the exact polyhedral overlaps, and sub-voxel motion diffuses `factor`× less.
+
+    Threads: as core2d.NoiseWarper (steps of one warper serialised; Taichi launches of all
+    warpers, 2D and 3D, one at a time under core2d._taichi.LOCK).
     """
 
     def __init__(self, shape, channels=1, method="particle", seed=0, backend="auto", factor=2,
                  noise=None):
-        shape = tuple(int(n) for n in shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"shape must be three positive sizes (X, Y, Z); got {shape}")
-        channels = int(channels)
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1; got {channels}")
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3:
+            raise ValueError(f"shape must be three positive integers (X, Y, Z); got {shape!r}")
+        shape = tuple(ops.check_int("each size of shape", n) for n in shape)
+        channels = ops.check_int("channels", channels)
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-        factor = int(factor) if method == "supersample" else 1
-        if factor < 1:
-            raise ValueError(f"supersampling factor must be >= 1; got {factor}")
+        factor = ops.check_int("supersampling factor", factor)
+        if method != "supersample":
+            factor = 1
         if np.prod([n * factor for n in shape], dtype=np.float64) >= 2 ** 31:
             raise ValueError(f"volume {shape} × factor {factor} has too many voxels (the kernels "
                              "index cells with 32-bit integers); use a smaller shape or factor")
@@ -182,9 +189,10 @@ class VolumeWarper:
         self.method = method
         self.factor = factor
         self.backend = _resolve_backend(backend)
+        self.seed = rng.seed_key(seed)              # an integer in [0, 2**32), or ValueError
         self._user_seed = int(seed)
-        self.seed = rng.seed_key(seed)
         self.frame = 0
+        self._lock = threading.RLock()
         self._buffers = None
         fine = tuple(n * factor for n in shape)
         if noise is not None:
@@ -194,42 +202,57 @@ class VolumeWarper:
                                  + (" (the fine state)" if factor > 1 else ""))
             if not np.isfinite(noise).all():
                 raise ValueError("initial noise contains NaN/inf")
-            self._state = np.ascontiguousarray(noise)
+            self._state = np.array(noise, np.float32, order="C")      # a copy: the caller keeps theirs
         else:
             n = int(np.prod(fine))
             self._state = rng.gauss(self.seed, 0, rng.INIT, np.arange(n), 0, channels).reshape(fine + (channels,))
 
     @property
     def noise(self) -> np.ndarray:
-        """The current frame, [X, Y, Z, C] float32 (the ∫-pooled state for method='supersample')."""
-        return ops.pool(self._state, self.factor) if self.factor > 1 else self._state
+        """The current frame, [X, Y, Z, C] float32 (the ∫-pooled state for method='supersample'),
+        read-only: writing to it must not change the warper (copy it to modify)."""
+        return _read_only(ops.pool(self._state, self.factor) if self.factor > 1 else self._state)
 
     @property
     def state(self) -> np.ndarray:
-        """The internal noise, [sX, sY, sZ, C] (equal to `noise` for method='particle')."""
-        return self._state
+        """The internal noise, [sX, sY, sZ, C] (equal to `noise` for method='particle'), read-only."""
+        return _read_only(self._state)
 
     def save(self, path):
         """Write the state and what made it to an .npz, atomically; `load` resumes exactly."""
         from core2d.atomic import atomic_path
 
-        config = dict(shape=list(self.shape), channels=self.channels, method=self.method,
-                      seed=self._user_seed, factor=self.factor, frame=self.frame)
+        with self._lock:
+            config = dict(shape=list(self.shape), channels=self.channels, method=self.method,
+                          seed=self._user_seed, factor=self.factor, frame=self.frame)
+            state = self._state
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, config=json.dumps(config), state=self._state)
+                np.savez(f, config=json.dumps(config), state=state)
 
     @classmethod
     def load(cls, path, backend="auto"):
+        """A warper resumed from a `save` file; any damaged or foreign file is one ValueError
+        (the state must be finite white noise of the saved shape, the frame a count)."""
         path = os.fspath(path)
         try:
             with np.load(path, allow_pickle=False) as d:
                 config, state = json.loads(str(d["config"])), d["state"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
-        frame = config.pop("frame")
-        v = cls(**config, backend=backend, noise=state)
-        v.frame = int(frame)
+        try:
+            if not isinstance(config, dict):
+                raise ValueError("saved config must be a JSON object")
+            frame = config.pop("frame", None)
+            if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+                raise ValueError(f"saved frame must be a non-negative integer, got {frame!r}")
+            ops.check_white(state, "saved state")
+            v = cls(**config, backend=backend, noise=state)
+        except TypeError as exc:
+            raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        v.frame = frame
         return v
 
     def backward_flow(self, flow, direction="backward"):
@@ -246,19 +269,21 @@ class VolumeWarper:
 
     def step(self, flow, direction="backward") -> np.ndarray:
         """Advance one frame along `flow`; return the new noise. Bad flow: ValueError, state untouched."""
-        flow = self.backward_flow(flow, direction)
-        frame = self.frame + 1
-        if self.backend == "taichi":
-            if self._buffers is None:
-                self._buffers = _Buffers(int(np.prod(self._state.shape[:3])), self.channels)
-            y = particle_step_taichi(self._state, flow, self.seed, frame, self._buffers, self.factor)
-        else:
-            if self.factor > 1:
-                flow = ops.upsample_flow(flow, self.factor)
-            y = particle_step_numpy(self._state, flow, self.seed, frame)
-        self._state = y
-        self.frame = frame
-        return self.noise
+        with self._lock:
+            flow = self.backward_flow(flow, direction)
+            frame = self.frame + 1
+            if self.backend == "taichi":
+                with _taichi.LOCK:
+                    if self._buffers is None:
+                        self._buffers = _Buffers(int(np.prod(self._state.shape[:3])), self.channels)
+                    y = particle_step_taichi(self._state, flow, self.seed, frame, self._buffers, self.factor)
+            else:
+                if self.factor > 1:
+                    flow = ops.upsample_flow(flow, self.factor)
+                y = particle_step_numpy(self._state, flow, self.seed, frame)
+            self._state = y
+            self.frame = frame
+            return self.noise
 
 
 def warp_volume_sequence(flows, channels=1, method="particle", seed=0, backend="auto", factor=2,

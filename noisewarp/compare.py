@@ -100,14 +100,15 @@ def _slice(noise, row):
 def compare(args, log=sys.stderr):
     """Run the methods, write table.md / table.csv / compare.json and side_by_side.png."""
     import core2d
-    from .sources import source_from_args
     from .stats import analyse
 
     methods = list(core2d.METHODS) if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in core2d.METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {', '.join(bad)} (choose from {', '.join(core2d.METHODS)})")
-    source = source_from_args(args)
+    from .sources import open_source, source_options
+
+    source = open_source(args.input, **dict(source_options(args), fresh_start=True))
     if source.n_frames < 2:
         raise ValueError(f"{args.input}: need at least 2 frames to compare warping")
     out = os.fspath(args.output)

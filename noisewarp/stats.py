@@ -19,12 +19,7 @@ KS_SAMPLE = 20000
 def _open_npy(path):
     """A read-only memory map of a .npy file, or one clear ValueError naming it."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file")
-    try:
-        return path, np.load(path, mmap_mode="r")
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+    return path, io.load_npy(path, mmap_mode="r")
 
 
 def _check_noise(path):

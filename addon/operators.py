@@ -206,6 +206,7 @@ class NOISE_WARP_OT_bake_texture(_ModalBake, bpy.types.Operator):
     half: BoolProperty(**_like("half"))
     overwrite: BoolProperty(**_like("overwrite"))
     preview: EnumProperty(**_like("preview"))
+    bake_simulations: BoolProperty(**_like("bake_simulations"))
 
     def make_bake(self, context):
         from .api import TextureBake
@@ -240,6 +241,7 @@ class NOISE_WARP_OT_bake_volume(_ModalBake, bpy.types.Operator):
                                              "(Motion: Smoke)")
     write_density: BoolProperty(**_like("write_density"))
     overwrite: BoolProperty(**_like("overwrite"))
+    bake_simulations: BoolProperty(**_like("bake_simulations"))
 
     def make_bake(self, context):
         from .api import VolumeBake

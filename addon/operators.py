@@ -17,12 +17,12 @@ from .properties import NoiseWarpSettings
 # seconds the first bake with each set of kernel-shaping settings spent compiling, this session
 _WARM = {}
 COMPILING = ("compiling the noise kernels for these settings, once per session (a few seconds; "
-             "up to about 15 s the first time on a computer)")
+             "about 10 s the first time on a computer)")
 
 
 def first_bake_hint():
     """The panel's note until the first bake of the session, then ''."""
-    return "" if _WARM else "The first bake compiles kernels: a few seconds (~15 s the first time)"
+    return "" if _WARM else "The first bake compiles kernels: a few seconds (~10 s the first time)"
 
 
 def _warm_key(bake):

@@ -30,7 +30,8 @@ def render_size(scene):
     """(height, width) Blender renders: resolution × percentage, rounded down as Blender does
     (259×147 at 50 % renders 129×73)."""
     r = scene.render
-    return r.resolution_y * r.resolution_percentage // 100, r.resolution_x * r.resolution_percentage // 100
+    pct = r.resolution_percentage
+    return r.resolution_y * pct // 100, r.resolution_x * pct // 100
 
 
 def texture_size(scene, scale=1.0, latent_factor=1):

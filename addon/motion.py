@@ -24,7 +24,8 @@ class BakeError(RuntimeError):
 
 
 class TopologyChanged(BakeError):
-    """Mesh motion cannot be followed because vertex/triangle counts change between frames."""
+    """Mesh motion cannot be followed: a mesh's vertices or faces (or the set of objects)
+    change between frames."""
 
 
 class Overrides:
@@ -51,8 +52,12 @@ class Overrides:
                 value = tuple(value)
             self._saved[key] = (owner, attr, value)
 
-    def keep(self, owner):
+    def keep(self, owner, _seen=None):
         """Save every writable value of a struct and of the structs nested in it."""
+        seen = set() if _seen is None else _seen
+        if owner.as_pointer() in seen:
+            return
+        seen.add(owner.as_pointer())
         props = [p for p in owner.bl_rna.properties if p.identifier != "rna_type"]
         props.sort(key=lambda p: p.identifier not in self.FIRST)
         for p in props:
@@ -61,7 +66,7 @@ class Overrides:
             elif p.type == "POINTER":
                 nested = getattr(owner, p.identifier)
                 if nested is not None and not isinstance(nested, bpy.types.ID):
-                    self.keep(nested)
+                    self.keep(nested, seen)
 
     def set(self, owner, attr, value):
         self._save(owner, attr)
@@ -243,13 +248,9 @@ class VectorPassRenderer:
     def _depsgraph(self):
         return evaluated_depsgraph(self.scene, self.layer)
 
-    def _camera(self, frame):
-        """The scene camera's (projection, world-to-camera) at `frame` (the scene is left there)."""
-        self.scene.frame_set(frame)
-        m = _camera_matrices(self.scene, self._depsgraph(), self.width, self.height)
-        self._cameras = {f: v for f, v in self._cameras.items() if f >= frame - 1}
-        self._cameras[frame] = m
-        return m
+    def _camera(self):
+        """The scene camera's (projection, world-to-camera) at the current frame."""
+        return _camera_matrices(self.scene, self._depsgraph(), self.width, self.height)
 
     def _render(self):
         from noisewarp.io import read_exr, vector_pass_to_flows
@@ -269,15 +270,18 @@ class VectorPassRenderer:
 
     def flow(self, frame):
         """Backward flow of `frame` (to frame - 1) from the Vector pass."""
+        scene = self.scene
         self._release_camera()
-        camera = self.scene.camera
-        if camera is None or camera.data.type != "ORTHO":
-            self.scene.frame_set(frame)
+        scene.frame_set(frame)
+        if scene.camera is None or scene.camera.data.type != "ORTHO":
             return self._render()[1]
+        now = self._camera()
         before = self._cameras.get(frame - 1)
         if before is None:
-            before = self._camera(frame - 1)
-        now = self._camera(frame)
+            scene.frame_set(frame - 1)
+            before = self._camera()
+            scene.frame_set(frame)
+        self._cameras = {frame: now}
         self._hold_camera()
         channels, backward = self._render()
         if all(np.array_equal(a, b) for a, b in zip(before, now)):
@@ -328,7 +332,8 @@ class VectorPassRenderer:
         ndc_y = 1.0 - 2.0 * (ys + backward[..., 1]) / h
         z = -depth.astype(np.float64)            # camera space looks down -Z
         # orthographic: ndc = proj[:2] @ (x, y, z, 1), w = 1
-        rhs = np.stack([ndc_x - proj[0, 2] * z - proj[0, 3], ndc_y - proj[1, 2] * z - proj[1, 3]], -1)
+        rhs = np.stack([ndc_x - proj[0, 2] * z - proj[0, 3],
+                        ndc_y - proj[1, 2] * z - proj[1, 3]], -1)
         xy = rhs @ np.linalg.inv(proj[:2, :2]).T
         cam = np.concatenate([xy, z[..., None], np.ones_like(z)[..., None]], -1)
         world = cam @ np.linalg.inv(view).T

@@ -33,9 +33,7 @@ def volume_size_label(scene, s):
     from .volume import domain_grid
 
     try:
-        # the depsgraph as last evaluated: drawing must not trigger an evaluation
-        depsgraph = next((v.depsgraph for v in scene.view_layers if v.depsgraph), None)
-        shape = domain_grid(s.domain, s.resolution, depsgraph)[0]
+        shape = domain_grid(s.domain, s.resolution)[0]   # as last evaluated: no evaluation
     except (BakeError, ValueError) as exc:
         return str(exc)
     return "×".join(str(n) for n in shape) + f" voxels × {s.volume_channels}"

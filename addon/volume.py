@@ -2,7 +2,8 @@
 
 Motion 'MESH': noise3d.mesh_motion_field on the meshes of a collection at two consecutive
 frames, evaluated as the render evaluates them (deforming, skinned, shape keys, baked
-simulations, render-level modifiers). Motion 'SMOKE': the velocity grids of a baked fluid domain's cache (fluid.py).
+simulations, render-level modifiers, instances). Motion 'SMOKE': the velocity grids of a baked
+fluid domain's cache (fluid.py).
 Either gives the backward flow on the later frame's voxel grid. Output: DIR/noise_####.vdb
 (float grid `noise`, and a fog grid `density` when asked) and a Volume object bound to the
 sequence.
@@ -28,10 +29,11 @@ VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "smoke_domain": "smoke_domain", "bake_simulations": "bake_simulations"}
 
 
-def domain_grid(obj, resolution, depsgraph):
+def domain_grid(obj, resolution, depsgraph=None):
     """(shape, origin, voxel_size) filling the world-space bounds of `obj` as evaluated (its
-    modifiers, and a transform a script has just set) with cubic voxels."""
-    ev = obj.evaluated_get(depsgraph)
+    modifiers, and a transform a script has just set) with cubic voxels. Without a depsgraph,
+    the last evaluated state (a panel's draw must not evaluate)."""
+    ev = obj.evaluated_get(depsgraph or bpy.context.view_layer.depsgraph)
     m = np.array(ev.matrix_world, np.float64)
     corners = np.array([list(c) + [1.0] for c in ev.bound_box], np.float64) @ m.T
     lo, hi = corners[:, :3].min(0), corners[:, :3].max(0)

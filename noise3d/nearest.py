@@ -7,14 +7,13 @@ smaller sample index) and `capped_edt` the true Euclidean distance wherever it i
 the cap. The search runs as a Taichi kernel over a grid of cubes; `nearest_numpy` is the
 brute-force reference it is tested against (and the fallback without Taichi).
 """
-import threading
-
 import numpy as np
+
+from core2d import _taichi
 
 _MAX_SPAN = 128        # cubes along the samples' longest extent, at most
 _CELL_FRACTION = 0.5   # cube side / median k-th neighbour distance of the probes
 _BRUTE_ENTRIES = 1 << 20  # query × sample pairs per block of the brute-force reference
-_LOCK = threading.Lock()
 _KERNEL = None
 
 
@@ -41,7 +40,6 @@ class SampleGrid:
         if not 1 <= k <= self.n:
             raise ValueError(f"k must be between 1 and the number of samples ({self.n}); got {k}")
         if backend == "auto":
-            from core2d import _taichi
             backend = "taichi" if _taichi.available() else "numpy"
         if backend not in ("taichi", "numpy"):
             raise ValueError(f"backend must be 'taichi', 'numpy' or 'auto'; got {backend!r}")
@@ -73,7 +71,7 @@ class SampleGrid:
         home = np.clip(np.floor(x / cell) - lo, -(1 << 30), 1 << 30).astype(np.int32)
         out_d = np.empty((len(x), k), np.float64)
         out_i = np.empty((len(x), k), np.int32)
-        with _LOCK:
+        with _taichi.LOCK:            # one Taichi launch at a time, with the warpers'
             kernel = _taichi_kernel()
             kernel(self.S, order, start.astype(np.int32), x, home, span.astype(np.int32),
                    lo.astype(np.float64) * cell, cell, k, out_d, out_i)
@@ -109,8 +107,6 @@ def _taichi_kernel():
     """Build the search kernel once (after core2d._taichi.init())."""
     global _KERNEL
     if _KERNEL is None:
-        from core2d import _taichi
-
         _taichi.init()
         _KERNEL = _build_kernel()
     return _KERNEL

@@ -162,8 +162,11 @@ def rna_dump(struct, depth=5, path="", out=None):
                 elif depth > 0:
                     rna_dump(item, depth - 1, f"{key}[{i}]", out)
         else:
-            out[key] = tuple(value) if getattr(prop, "is_array", False) or prop.type in {'ENUM'} and \
-                isinstance(value, set) else value
+            if isinstance(value, set):                 # enum flags
+                value = tuple(sorted(value))
+            elif getattr(prop, "is_array", False):
+                value = tuple(value)
+            out[key] = value
     return out
 
 

@@ -34,8 +34,9 @@ PYTHONS = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("5.1.0", None)}
 BOTH_PYTHONS_MIN = "4.2.13"
 # What the add-on imports at run time, numpy aside. Taichi's own imports: colorama and dill;
 # its `rich` requirement (and rich's markdown-it-py, mdurl, pygments) serves only the `ti`
-# command line, which Blender never runs. SciPy is not needed: noise3d's fields use
-# noise3d.nearest. Each of these has a wheel for cp311 and cp313 on every platform below.
+# command line, which Blender never runs. No SciPy: the mesh and velocity fields search and
+# sample with noise3d.nearest and noise3d.fields.trilinear. Each of these has a wheel for
+# cp311 and cp313 on every platform below (download_wheels checks).
 BUNDLED = ["taichi==1.7.4", "colorama==0.4.6", "dill==0.4.1", "OpenEXR==3.5.3"]
 NEVER = ("numpy", "scipy", "rich", "pygments", "markdown_it_py", "mdurl", "bpy")
 SKIP_FILES = {"build.py"}
@@ -54,7 +55,8 @@ def blender_ext_tool():
     import importlib.util
     spec = importlib.util.find_spec("bpy")
     if spec is None:
-        sys.exit("build.py needs the bpy module (pip install bpy==5.0.1) for Blender's extension tool")
+        sys.exit("build.py needs the bpy module for Blender's extension tool: pip install "
+                 "bpy==5.0.1 (Python 3.11) or bpy==5.2.3 (Python 3.13)")
     root = os.path.dirname(spec.origin)
     found = glob.glob(os.path.join(root, "*", "scripts", "addons_core", "bl_pkg", "cli",
                                    "blender_ext.py"))

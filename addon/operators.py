@@ -17,12 +17,12 @@ from .properties import NoiseWarpSettings
 # seconds the first bake with each set of kernel-shaping settings spent compiling, this session
 _WARM = {}
 COMPILING = ("compiling the noise kernels for these settings, once per session (a few seconds; "
-             "up to about 15 s the first time on a computer)")
+             "about 10 s the first time on a computer)")
 
 
 def first_bake_hint():
     """The panel's note until the first bake of the session, then ''."""
-    return "" if _WARM else "The first bake compiles kernels: a few seconds (~15 s the first time)"
+    return "" if _WARM else "The first bake compiles kernels: a few seconds (~10 s the first time)"
 
 
 def _warm_key(bake):
@@ -206,6 +206,7 @@ class NOISE_WARP_OT_bake_texture(_ModalBake, bpy.types.Operator):
     half: BoolProperty(**_like("half"))
     overwrite: BoolProperty(**_like("overwrite"))
     preview: EnumProperty(**_like("preview"))
+    bake_simulations: BoolProperty(**_like("bake_simulations"))
 
     def make_bake(self, context):
         from .api import TextureBake
@@ -240,6 +241,7 @@ class NOISE_WARP_OT_bake_volume(_ModalBake, bpy.types.Operator):
                                              "(Motion: Smoke)")
     write_density: BoolProperty(**_like("write_density"))
     overwrite: BoolProperty(**_like("overwrite"))
+    bake_simulations: BoolProperty(**_like("bake_simulations"))
 
     def make_bake(self, context):
         from .api import VolumeBake

@@ -1,7 +1,7 @@
 """Panels: Properties > Output > Noise Warp, and the 3D viewport sidebar (N panel, "Noise Warp"
-tab), the same tree in both: the settings both bakes use (frames, seed, overwrite), then a
-Texture and a Volume sub-panel, each showing the size it will bake before it runs, and the
-research baselines under Texture > Advanced."""
+tab), the same tree in both: the settings both bakes use (frames, seed, overwrite, baking
+simulations first), then a Texture and a Volume sub-panel, each showing the size it will bake
+before it runs, and the research baselines under Texture > Advanced."""
 import bpy
 
 from . import operators
@@ -9,16 +9,21 @@ from .properties import MAIN_METHODS, METHOD_ITEMS
 
 
 def texture_size_label(scene, s):
-    """What the texture bake will write, e.g. '1920×1080 → latent 240×135 × 16'."""
-    from .api import texture_size
+    """What the texture bake will write, e.g. '1920×1080 → latent 240×135 × 16', or why it
+    will refuse."""
+    from .api import render_size, texture_size
 
+    frame = [n * s.scale for n in render_size(scene)]
+    if s.latent_factor > min(frame):
+        return (f"latent factor {s.latent_factor} is larger than the frame "
+                f"({frame[1]:g}×{frame[0]:g})")
     h, w = texture_size(scene, s.scale, s.latent_factor)
     if s.latent_factor > 1:
         return f"{w}×{h} → latent {w // s.latent_factor}×{h // s.latent_factor} × {s.channels}"
     return f"{w}×{h} × {s.channels}"
 
 
-def volume_size_label(s):
+def volume_size_label(scene, s):
     """What the volume bake will write, e.g. '64×32×48 voxels × 1', or what is missing."""
     if s.domain is None:
         if s.volume_motion == 'SMOKE' and s.smoke_domain is not None:
@@ -28,7 +33,7 @@ def volume_size_label(s):
     from .volume import domain_grid
 
     try:
-        shape = domain_grid(s.domain, s.resolution, bpy.context.evaluated_depsgraph_get())[0]
+        shape = domain_grid(s.domain, s.resolution)[0]   # as last evaluated: no evaluation
     except (BakeError, ValueError) as exc:
         return str(exc)
     return "×".join(str(n) for n in shape) + f" voxels × {s.volume_channels}"
@@ -48,6 +53,7 @@ def _draw_shared(layout, scene, s):
     row = layout.row(align=True)
     row.prop(s, "seed")
     row.prop(s, "overwrite")
+    layout.prop(s, "bake_simulations")
     hint = operators.first_bake_hint()
     if hint:
         layout.label(text=hint, icon='INFO')
@@ -68,9 +74,11 @@ def _draw_texture(layout, scene, s):
     col.prop(s, "scale")
     col.prop(s, "latent_factor")
     col.prop(s, "preview")
+    size = texture_size_label(scene, s)
     box = layout.box()
-    box.label(text=texture_size_label(scene, s) + ", " + _frames_text(scene, s),
-              icon='IMAGE_DATA')
+    box.alert = size.startswith("latent factor")
+    box.label(text=size + ", " + _frames_text(scene, s),
+              icon='ERROR' if box.alert else 'IMAGE_DATA')
     row = layout.row(align=True)
     row.operator("noise_warp.bake_texture", icon='RENDER_ANIMATION')
     row.operator("noise_warp.open_folder", text="", icon='FILE_FOLDER').kind = 'TEXTURE'
@@ -99,7 +107,7 @@ def _draw_volume(layout, scene, s):
     col.prop(s, "volume_channels")
     col.prop(s, "write_density")
     box = layout.box()
-    box.label(text=volume_size_label(s) + ", " + _frames_text(scene, s), icon='VOLUME_DATA')
+    box.label(text=volume_size_label(scene, s) + ", " + _frames_text(scene, s), icon='VOLUME_DATA')
     row = layout.row(align=True)
     row.operator("noise_warp.bake_volume", icon='VOLUME_DATA')
     row.operator("noise_warp.open_folder", text="", icon='FILE_FOLDER').kind = 'VOLUME'

@@ -60,6 +60,11 @@ class NoiseWarpSettings(bpy.types.PropertyGroup):
                             description="Replace an earlier bake in the output folder. Off: "
                                         "refuse, or continue an interrupted bake that used the "
                                         "same settings")
+    bake_simulations: BoolProperty(name="Bake Simulations", default=True,
+                                   description="Bake unbaked rigid body, cloth, soft body and "
+                                               "particle simulations first: their motion is "
+                                               "only right once baked. Off: such scenes are "
+                                               "refused with their names")
 
     # texture
     directory: StringProperty(name="Output Folder", subtype='DIR_PATH', default="//noise/",

@@ -12,6 +12,7 @@ import numpy as np
 from core2d import _taichi
 
 _MAX_SPAN = 128        # cubes along the samples' longest extent, at most
+_CELL_FRACTION = 0.5   # cube side / median k-th neighbour distance of the probes
 _BRUTE_ENTRIES = 1 << 20  # query × sample pairs per block of the brute-force reference
 _KERNEL = None
 
@@ -57,7 +58,7 @@ class SampleGrid:
 
     def _search_taichi(self, x, k):
         probe = x[np.linspace(0, len(x) - 1, min(32, len(x))).astype(np.int64)]
-        cell = 0.5 * float(np.median(nearest_numpy(self.S, probe, k)[0][:, -1]))
+        cell = _CELL_FRACTION * float(np.median(nearest_numpy(self.S, probe, k)[0][:, -1]))
         extent = float((self.S.max(0) - self.S.min(0)).max())
         cell = max(cell, extent / _MAX_SPAN, 1e-9 * max(extent, 1.0), 1e-300)
         key = np.floor(self.S / cell).astype(np.int64)

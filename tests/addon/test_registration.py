@@ -98,7 +98,7 @@ class RecordingLayout:
 
     def __init__(self, log):
         self.log = log
-        self.use_property_split = self.use_property_decorate = False
+        self.use_property_split = self.use_property_decorate = self.alert = False
 
     def _icon(self, icon):
         assert icon in self.ICONS, f"no icon {icon!r} in Blender {bpy.app.version_string}"
@@ -166,7 +166,8 @@ def test_panels_draw_and_are_arranged_for_artists(registered, tmp_path):
         advanced = draw_panel(ids[f"{parent}_advanced"])
         volume = draw_panel(ids[f"{parent}_volume"])
         # what both bakes use sits above both
-        assert {("prop", n) for n in ("frame_start", "frame_end", "seed", "overwrite")} <= set(shared)
+        assert {("prop", n) for n in ("frame_start", "frame_end", "seed", "overwrite",
+                                      "bake_simulations")} <= set(shared)
         # the texture panel offers Particle and Grid; every research baseline is in Advanced
         assert [e for e in texture if e[0] == "prop_enum"] == [
             ("prop_enum", "method", "PARTICLE"), ("prop_enum", "method", "GRID")]
@@ -196,13 +197,16 @@ def test_size_shown_before_baking(registered):
     assert panels.texture_size_label(scene, s) == "960×540 × 4"
     labels = [e[1] for e in draw_panel(panels.classes[1]) if e[0] == "label"]
     assert "960×540 × 4, frames 1–4" in labels
-    assert panels.volume_size_label(s) == "pick a Domain box"
+    s.latent_factor, s.scale = 64, 0.05
+    assert panels.texture_size_label(scene, s) == "latent factor 64 is larger than the frame (96×54)"
+    s.latent_factor = 1
+    assert panels.volume_size_label(scene, s) == "pick a Domain box"
     bpy.ops.mesh.primitive_cube_add(size=2.0)
     domain = bpy.context.active_object
     domain.scale = (1.0, 0.5, 2.0)
     bpy.context.view_layer.update()
     s.domain, s.resolution, s.volume_channels = domain, 16, 2
-    assert panels.volume_size_label(s) == "8×4×16 voxels × 2"
+    assert panels.volume_size_label(scene, s) == "8×4×16 voxels × 2"
 
 
 def test_first_bake_of_a_session_says_it_compiles(registered, tmp_path, capsys):

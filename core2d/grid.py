@@ -20,22 +20,25 @@ MIN_PIECE = 0.0       # overlaps must be positive (same rule in both backends)
 MAX_SPAN = 64        # cells per axis a polygon may span before it falls back
 
 
-def corner_positions(flow):
-    """Backward map at pixel corners [H+1, W+1, 2] (x, y): flow averaged from the 4 pixel
-    centres around each corner, linearly extrapolated at the border, so affine maps are exact."""
-    H, W = flow.shape[:2]
-    f = flow.astype(np.float32)
-
-    def extend(a, axis):
+def pad_linear(a, axes=(0, 1)):
+    """a with one more row/column on each side along `axes`, linearly extrapolated (so affine
+    fields stay affine)."""
+    for axis in axes:
         n = a.shape[axis]
         first = np.take(a, [0], axis=axis)
         last = np.take(a, [n - 1], axis=axis)
         if n >= 2:
             first = 2 * first - np.take(a, [1], axis=axis)
             last = 2 * last - np.take(a, [n - 2], axis=axis)
-        return np.concatenate([first, a, last], axis=axis)
+        a = np.concatenate([first, a, last], axis=axis)
+    return a
 
-    f = extend(extend(f, 0), 1)
+
+def corner_positions(flow):
+    """Backward map at pixel corners [H+1, W+1, 2] (x, y): flow averaged from the 4 pixel
+    centres around each corner, linearly extrapolated at the border, so affine maps are exact."""
+    H, W = flow.shape[:2]
+    f = pad_linear(flow.astype(np.float32))
     fc = 0.25 * (f[:-1, :-1] + f[1:, :-1] + f[:-1, 1:] + f[1:, 1:])
     ii, jj = np.mgrid[0:H + 1, 0:W + 1].astype(np.float32)
     return np.stack([jj + fc[..., 0], ii + fc[..., 1]], -1).astype(np.float32)
@@ -207,15 +210,16 @@ def step_numpy(x, flow, seed, frame, max_span=MAX_SPAN, footprint="quad"):
 
 # ----------------------------------------------------------------------------- Taichi kernels
 _K = None
+_TF = None
 
 
-def _kernels():
-    global _K
-    if _K is not None:
-        return _K
+def taichi_funcs():
+    """(edge_integral,): the Taichi form of `_edge_integral`, for every kernel that needs exact
+    overlaps (the grid variant here, core2d.flowmap)."""
+    global _TF
+    if _TF is not None:
+        return _TF
     import taichi as ti
-
-    nd = ti.types.ndarray
 
     @ti.func
     def edge_integral(xa, ya, xb, yb):
@@ -241,6 +245,19 @@ def _kernels():
             total += (v - hi_t) * ti.min(ti.max(ya + slope * (m - xa), 0.0), 1.0)
             res = total if dx < 0 else -total
         return res
+
+    _TF = (edge_integral,)
+    return _TF
+
+
+def _kernels():
+    global _K
+    if _K is not None:
+        return _K
+    import taichi as ti
+
+    nd = ti.types.ndarray
+    edge_integral, = taichi_funcs()
 
     @ti.func
     def overlap(P: ti.template(), p, cx, cy):

@@ -24,6 +24,13 @@ FRESH = 3      # fresh noise for destination a (out of frame, or nothing receive
 DEGRADE = 4    # degradation noise for output pixel a
 SUBPIXEL = 5   # Chang et al. sub-pixel b of cell a
 FEATURE = 6    # random Fourier features (GP warping)
+REVEALED = 7   # fresh noise for a pixel a whose content was not visible in the previous frame
+# Flow-map reference fields: `frame` is the anchor (the frame a reference region started in),
+# a, b the cell's row and column (any integers, taken modulo 2**32), level l < 16.
+REFERENCE = 16   # level-0 cell value
+CHILDREN = 32    # + l: the three Hadamard normals that split a level-l cell into its children
+BRIDGE = 48      # + 16·o + l: midpoints of the Brownian bridge (orientation o < 3) of a level-l leaf
+BRIDGE_FILL = 96  # + 16·o + l: a split point inside that bridge's finest interval, keyed by its pixel
 
 _M1 = 0x7FEB352D
 _M2 = 0x846CA68B

@@ -13,15 +13,16 @@ import zlib
 
 import numpy as np
 
-from . import _taichi, gp, grid, particle, rng, upsample
+from . import _taichi, flowmap, gp, grid, particle, rng, upsample
 from .flow import invert_flow
 from .ops import check_flow, check_int, check_number, check_white, degrade, pool, upsample_flow
 
-METHODS = ("particle", "grid", "upsample", "gp", "nearest", "bilinear", "fixed", "resample")
+METHODS = ("particle", "grid", "upsample", "gp", "nearest", "bilinear", "fixed", "resample", "flowmap")
 BACKENDS = ("auto", "taichi", "numpy")
 DTYPES = ("float32", "float16")
 _OPTIONS = ("supersample", "latent_factor", "degrade", "dtype", "upsample_k", "gp_features",
-            "gp_lengthscale", "holes", "max_span", "footprint")
+            "gp_lengthscale", "holes", "max_span", "footprint", "depth", "reanchor")
+_ADDED = {"depth": flowmap.DEPTH, "reanchor": flowmap.REANCHOR}  # options older saved states lack
 FOOTPRINTS = ("unit", "jacobian")
 
 
@@ -74,6 +75,11 @@ class NoiseWarper(Serialised):
       holes         how `direction='forward'` flows treat disocclusions: 'fill' or 'fresh'.
       max_span      grid/upsample: polygons spanning more cells than this per axis fall back to
                     the particle footprint (counted in `last_stats['fallback_pixels']`).
+      depth         flowmap: quadtree levels of the reference field along preimage edges (leaves
+                    of 2^-depth px; more levels keep more sub-pixel structure, cost grows ~2^depth).
+      reanchor      flowmap: r > 1 starts a new reference region for pixels whose preimage area
+                    leaves [1/r, r] px² or whose elongation exceeds r (bounds the work per pixel
+                    under zoom-out and shear); 0 never re-anchors. See core2d.flowmap.
       footprint     particle: 'unit' (the paper's unit square) or 'jacobian' (a box with the
                     local Jacobian's area and aspect: under minification it integrates every cell
                     the pixel covers instead of sampling one; robust to folds like the unit square).
@@ -91,7 +97,7 @@ class NoiseWarper(Serialised):
     def __init__(self, height, width, channels=4, method="particle", seed=0, backend="auto", *,
                  supersample=1, latent_factor=1, degrade=0.0, dtype="float32", upsample_k=4,
                  gp_features=3000, gp_lengthscale=None, holes="fill", max_span=grid.MAX_SPAN,
-                 footprint="unit"):
+                 footprint="unit", depth=flowmap.DEPTH, reanchor=flowmap.REANCHOR):
         for name, v in (("height", height), ("width", width), ("channels", channels),
                         ("supersample", supersample), ("latent_factor", latent_factor),
                         ("upsample_k", upsample_k), ("gp_features", gp_features), ("max_span", max_span)):
@@ -107,6 +113,15 @@ class NoiseWarper(Serialised):
         if height % latent_factor or width % latent_factor:
             raise ValueError(f"frame size {height}×{width} is not divisible by latent_factor {latent_factor}")
         rng.seed_key(seed)                 # an integer in [0, 2**32), or ValueError
+        if (isinstance(depth, bool) or not isinstance(depth, (int, np.integer))
+                or not 0 <= depth <= flowmap.MAX_DEPTH):
+            raise ValueError(f"depth must be an integer in [0, {flowmap.MAX_DEPTH}], got {depth!r}")
+        try:
+            reanchor = float(0.0 if reanchor is None else reanchor)
+        except (TypeError, ValueError):
+            reanchor = -1.0
+        if not (reanchor == 0 or 1 < reanchor < np.inf):
+            raise ValueError(f"reanchor must be 0 (never) or a threshold above 1, got {reanchor!r}")
         self.height, self.width, self.channels = int(height), int(width), int(channels)
         self.method, self.seed = method, int(seed)
         self.supersample, self.latent_factor = int(supersample), int(latent_factor)
@@ -116,6 +131,7 @@ class NoiseWarper(Serialised):
             "gp_lengthscale", gp.DEFAULT_LENGTHSCALE if gp_lengthscale is None else gp_lengthscale)
         self.max_span = int(max_span)
         self.footprint = footprint
+        self.depth, self.reanchor = int(depth), reanchor
         self.backend_requested = backend
         self.backend = _resolve_backend(backend)
         self._lock = threading.RLock()
@@ -131,6 +147,8 @@ class NoiseWarper(Serialised):
                                          self._period)
             ii, jj = np.mgrid[0:self._shape[0], 0:self._shape[1]].astype(np.float32)
             self._state = np.stack([jj + 0.5, ii + 0.5], -1)      # frame-0 positions of the pixel centres
+        elif method == "flowmap":                                  # the composed map and its frame
+            self._state = flowmap.FlowMap.start(*self._shape, self._key, self.channels, self.backend)
         else:
             n = self._shape[0] * self._shape[1]
             self._state = rng.gauss(self._key, 0, rng.INIT, np.arange(n), 0, self.channels).reshape(
@@ -149,23 +167,27 @@ class NoiseWarper(Serialised):
         F = self.latent_factor
         return (self.height // F, self.width // F, self.channels)
 
-    def step(self, flow, direction="backward"):
+    def step(self, flow, direction="backward", revealed=None):
         """Advance one frame along `flow` [H, W, 2] (dx, dy) px; return the new noise.
 
         direction='backward': flow on the new frame's grid, pointing to where each pixel came
         from; 'forward': on the old frame's grid, where each pixel goes (inverted by splatting,
         see core2d.flow.invert_flow).
+        revealed: optional bool [H, W] mask of the new frame's pixels whose content was not
+        visible in the previous frame (disocclusions): they get fresh noise ('flowmap' starts a
+        new reference region there, so they stay coherent afterwards).
         """
         if direction not in ("backward", "forward"):
             raise ValueError(f"direction must be 'backward' or 'forward', got {direction!r}")
         with self._lock:
             frame = self.frame + 1
             flow = check_flow(flow, (self.height, self.width), frame=frame)
+            revealed = self._check_revealed(revealed, frame)
             if direction == "forward":
                 flow = invert_flow(flow, holes=self.holes)
             flow = np.ascontiguousarray(upsample_flow(flow, self.supersample))
             with _taichi.lock(self.backend):
-                state, stats = self._advance(flow, frame)
+                state, stats = self._advance(flow, frame, revealed)
                 noise = self._output(state, frame, self.degrade)
                 self._state, self.frame, self.last_stats, self._noise = state, frame, stats, noise
             return noise
@@ -176,6 +198,9 @@ class NoiseWarper(Serialised):
             config = dict(height=self.height, width=self.width, channels=self.channels, method=self.method,
                           seed=self.seed, backend=self.backend_requested, frame=self.frame,
                           **{k: getattr(self, k) for k in _OPTIONS if k != "degrade"})
+            if self.method == "flowmap":
+                return {"config": json.dumps(config), "state": self._state.noise,
+                        "degrade": np.asarray(self.degrade, np.float32), **self._state.arrays()}
             return {"config": json.dumps(config), "state": self._state,
                     "degrade": np.asarray(self.degrade, np.float32)}
 
@@ -225,21 +250,28 @@ class NoiseWarper(Serialised):
         config = _saved_config(d)
         mine = json.loads(self.state_dict()["config"])
         for k in mine:
-            if k not in ("frame", "backend") and config.get(k) != mine[k]:
+            if k not in ("frame", "backend") and config.get(k, _ADDED.get(k)) != mine[k]:
                 raise ValueError(f"saved state has {k}={config.get(k)!r}, this warper has {mine[k]!r}")
         frame = config["frame"]
         if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
             raise ValueError(f"saved frame must be a non-negative integer, got {frame!r}")
         state = np.asarray(d["state"])
-        if state.shape != self._state.shape:
-            raise ValueError(f"saved state has shape {state.shape}, expected {self._state.shape}")
+        shape = self._state.noise.shape if self.method == "flowmap" else self._state.shape
+        if state.shape != shape:
+            raise ValueError(f"saved state has shape {state.shape}, expected {shape}")
         if self.method == "gp":          # positions, not noise
             if state.dtype.kind != "f" or not np.isfinite(state).all():
                 raise ValueError(f"saved state (GP positions) must be finite floats, got dtype {state.dtype}")
         else:
             check_white(state, "saved state", upper_only=self.method == "bilinear")
         alpha = self._check_alpha(np.asarray(d["degrade"]))
-        return np.array(state, np.float32), frame, alpha
+        state = np.array(state, np.float32)
+        if self.method == "flowmap":
+            try:
+                state = flowmap.FlowMap.from_arrays(d, state)
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"saved flow-map state is incomplete or damaged ({exc})") from None
+        return state, frame, alpha
 
     def _check_alpha(self, alpha):
         a = np.asarray(alpha)
@@ -252,19 +284,59 @@ class NoiseWarper(Serialised):
             raise ValueError("degradation α must be finite and within [0, 1]")
         return a if a.ndim else float(a)
 
+    def _check_revealed(self, revealed, frame):
+        """The revealed mask at the state's resolution (bool [sH, sW]), or None."""
+        if revealed is None:
+            return None
+        shape = (self.height, self.width)
+        m = np.asarray(revealed)
+        if m.shape != shape:
+            raise ValueError(f"revealed mask at frame {frame} has shape {m.shape}; expected {shape}")
+        if m.dtype != bool:
+            if m.dtype.kind not in "iu" or not np.isin(m, (0, 1)).all():
+                raise ValueError(f"revealed mask at frame {frame} must be bool (or 0/1 integers), "
+                                 f"got dtype {m.dtype}")
+            m = m.astype(bool)
+        S = self.supersample
+        return np.repeat(np.repeat(m, S, 0), S, 1) if S > 1 else m
+
+    def _reveal(self, state, revealed, frame):
+        """Other methods: revealed pixels of the new state get fresh noise (the GP moves them to a
+        band of its periodic plane away from the frame: T >= 4 × the frame, so the bands at
+        T/4, T/2 and 3T/4 are disjoint from it and from each other, used in turn)."""
+        if revealed is None or not revealed.any():
+            return state
+        state = state.copy()
+        ii, jj = np.nonzero(revealed)
+        if self.method == "gp":
+            band = (frame % 3 + 1) * self._period / 4
+            state[ii, jj] = np.stack([jj + 0.5, ii + 0.5 + band], -1).astype(np.float32)
+        else:
+            state[ii, jj] = rng.gauss(self._key, frame, rng.REVEALED, ii * self._shape[1] + jj, 0, self.channels)
+        return state
+
     def _output(self, state, frame, alpha):
         """The output frame of `state` (pooled, degraded by alpha, cast): never a view of the state."""
         if self.method == "gp":
             H, W = self._shape
             flat = gp.evaluate(state.reshape(-1, 2), self._features, self.backend)
             y = flat.reshape(H, W, self.channels)
+        elif self.method == "flowmap":
+            state = y = state.noise
         else:
             y = state
         y = pool(y, self.supersample * self.latent_factor)
         y = degrade(y, alpha, self._key, frame)
         return y.astype(self.dtype, copy=y is state)
 
-    def _advance(self, flow, frame):
+    def _advance(self, flow, frame, revealed=None):
+        if self.method == "flowmap":
+            f = flowmap.step_numpy if self.backend == "numpy" else flowmap.step_taichi
+            return f(self._state, flow, revealed, self._key, frame, depth=self.depth, reanchor=self.reanchor)
+        state, stats = self._step_method(flow, frame)
+        return self._reveal(state, revealed, frame), stats
+
+    def _step_method(self, flow, frame):
         x, key, m = self._state, self._key, self.method
         numpy = self.backend == "numpy"
         if m == "particle" and self.footprint == "jacobian":

@@ -594,15 +594,19 @@ def revealed_from_vectors(backward, forward_before, tol=0.05, rel=0.1):
     """Revealed pixels of frame f from its backward flow and frame f - 1's forward flow (the
     Vector pass's two directions): pixel p is seen at frame f - 1 where its backward flow lands,
     p + B(p), when one of the pixels around that point moves forward by -B(p) (within
-    tol + rel·|B(p)| px): the point came from there. Otherwise its content was hidden (or off
-    screen) at frame f - 1. The pixels *around* the point are tried (not a blend of their
+    tol + rel·|B(p)| px): the point came from there. Otherwise its content was hidden, or off
+    screen, at frame f - 1. The pixels *around* the point are tried (not a blend of their
     flows), so an edge between two motions is not mistaken for a disocclusion."""
     h, w = backward.shape[:2]
     where = _centres(h, w) + backward      # |F(q) + B(p)| over the pixels q around p + B(p)
     fx, valid = _around(forward_before[..., 0], where)
     fy, _ = _around(forward_before[..., 1], where)
     err = np.where(valid, np.hypot(fx + backward[..., :1], fy + backward[..., 1:]), np.inf).min(-1)
-    return ~(err <= tol + rel * np.hypot(backward[..., 0], backward[..., 1]))
+    return _off_screen(where, h, w) | ~(err <= tol + rel * np.hypot(backward[..., 0], backward[..., 1]))
+
+
+def _off_screen(where, h, w):
+    return (where[..., 0] < 0) | (where[..., 0] >= w) | (where[..., 1] < 0) | (where[..., 1] >= h)
 
 
 def revealed_from_meshes(flow, depth, previous_depth, depth_before, tol=1e-3):
@@ -614,7 +618,7 @@ def revealed_from_meshes(flow, depth, previous_depth, depth_before, tol=1e-3):
     h, w = depth.shape
     surface = np.isfinite(depth)
     where = _centres(h, w) + flow
-    off = ((where[..., 0] < 0) | (where[..., 0] >= w) | (where[..., 1] < 0) | (where[..., 1] >= h))
+    off = _off_screen(where, h, w)
     there, valid = _around(depth_before, where)
     with np.errstate(invalid="ignore"):    # inf - inf where nothing is seen now or then
         gap = np.where(valid, previous_depth[..., None] - there, np.inf).min(-1)

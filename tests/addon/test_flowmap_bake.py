@@ -101,3 +101,30 @@ def test_occlusions_setting_reaches_the_warper(registered, tmp_path):
         assert (abs(r) < Z / np.sqrt(a.size)) if fresh else r > 0.3, (fresh, r)
     assert scene.noise_warp.occlusions is True
     assert os.path.isfile(os.path.join(tmp_path, "on", "noise_0010.exr"))
+
+
+def test_content_coming_into_view_is_revealed(registered, tmp_path):
+    """An orthographic camera panning 2.3 px left and 0.6 px down a frame over a ground plane,
+    a box riding with it: the two columns and the row entering the view, and the ground coming
+    out from under the box, are revealed; the Vector pass and the meshes agree pixel for pixel."""
+    from addon.motion import MeshMotion, VectorPassRenderer
+    scene = scenes.empty_scene(W, H, (1, 4))
+    scenes.add_plane(scene)
+    bpy.ops.mesh.primitive_cube_add(size=1.6, location=(0.0, 0.0, 0.0))
+    box = bpy.context.active_object
+    step = np.array([2.3, 0.6]) / scenes.PX_PER_UNIT
+    for obj in (scene.camera, box):
+        for f in (1, 4):
+            obj.location.x, obj.location.y = step * (f - 1)
+            obj.keyframe_insert("location", frame=f)
+        scenes.make_linear(obj)
+    vector = VectorPassRenderer(scene, W, H, str(tmp_path))
+    try:
+        masks = [vector.motion(f)[1] for f in (2, 3, 4)]
+    finally:
+        vector.close()
+    mesh = MeshMotion(scene, W, H)
+    for f, m in zip((2, 3, 4), masks):
+        np.testing.assert_array_equal(m, mesh.motion(f)[1], err_msg=f"frame {f}")
+        assert m[:, -2:].all() and m[0].all() and not m[1:, :-2][:, :20].any()
+        assert m[17:32, 22:24].all()        # the ground coming out at the box's left edge

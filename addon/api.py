@@ -47,7 +47,7 @@ TEXTURE_ARGS = {"directory": "directory", "frame_start": "frame_start", "frame_e
                 "channels": "channels", "method": "method", "seed": "seed", "scale": "scale",
                 "latent_factor": "latent_factor", "supersample": "supersample", "motion": "motion",
                 "half": "half", "overwrite": "overwrite", "preview": "preview",
-                "bake_simulations": "bake_simulations"}
+                "bake_simulations": "bake_simulations", "occlusions": "occlusions"}
 
 
 class TextureBake:
@@ -60,14 +60,14 @@ class TextureBake:
     def __init__(self, scene=None, directory=None, frame_start=None, frame_end=None,
                  channels=None, method=None, seed=None, scale=None, latent_factor=None,
                  supersample=None, motion=None, half=None, overwrite=None, preview=None,
-                 bake_simulations=None):
+                 bake_simulations=None, occlusions=None):
         scene = scene or bpy.context.scene
         self.scene = scene
         a = _resolve(scene, dict(directory=directory, frame_start=frame_start, frame_end=frame_end,
                                  channels=channels, method=method, seed=seed, scale=scale,
                                  latent_factor=latent_factor, supersample=supersample,
                                  motion=motion, half=half, overwrite=overwrite, preview=preview,
-                                 bake_simulations=bake_simulations),
+                                 bake_simulations=bake_simulations, occlusions=occlusions),
                      TEXTURE_ARGS)
         self.method = str(a["method"]).lower()
         self.motion = str(a["motion"]).upper()
@@ -75,6 +75,7 @@ class TextureBake:
         self.channels, self.seed = int(a["channels"]), int(a["seed"])
         self.latent_factor, self.supersample = int(a["latent_factor"]), int(a["supersample"])
         self.half, self.overwrite = bool(a["half"]), bool(a["overwrite"])
+        self.occlusions = bool(a["occlusions"])
         from .properties import METHOD_ITEMS
         methods = [m[0].lower() for m in METHOD_ITEMS] + ["gp"]
         if self.method not in methods:
@@ -104,7 +105,8 @@ class TextureBake:
         self.settings = {"method": self.method, "channels": self.channels, "seed": self.seed,
                          "size": [self.height, self.width], "latent_factor": self.latent_factor,
                          "supersample": self.supersample, "motion": self.motion,
-                         "frame_start": self.frame_start, "half": self.half}
+                         "frame_start": self.frame_start, "half": self.half,
+                         "occlusions": self.occlusions}
         self._resume = _Resume(self.directory, "texture")
         self.resume_from = None
         self._check_existing()
@@ -179,17 +181,17 @@ class TextureBake:
             for frame in range(last + 1, self.frame_end + 1):
                 t = time.perf_counter()
                 try:
-                    flow = source.flow(frame)
+                    flow, revealed = source.motion(frame)
                 except TopologyChanged as exc:
                     self.warnings.append(f"{exc}: using the Vector pass from frame {frame}")
                     print(f"noise_warp: {self.warnings[-1]}", flush=True)
                     source.close()
                     source = VectorPassRenderer(scene, self.width, self.height, tmpdir)
-                    flow = source.flow(frame)
+                    flow, revealed = source.motion(frame)
                 self.render_seconds += time.perf_counter() - t
                 self._take_notes(source)
                 t = time.perf_counter()
-                noise = w.step(flow)
+                noise = w.step(flow, revealed=revealed if self.occlusions else None)
                 self.warp_seconds += time.perf_counter() - t
                 moved = moved or bool(np.any(flow))
                 pending.append((frame, noise.copy()))
@@ -249,7 +251,8 @@ def bake_texture(scene=None, directory=None, frame_start=None, frame_end=None, c
 
     options: scale, latent_factor, supersample, motion ('VECTOR' | 'MESH'), half, overwrite,
     preview ('MATERIAL' | 'NONE'), bake_simulations (bake unbaked rigid body, cloth, soft body
-    and dynamic particle caches first; default on, else they are refused). Returns the
+    and dynamic particle caches first; default on, else they are refused), occlusions (default
+    on: pixels showing content hidden the frame before start with fresh noise). Returns the
     finished TextureBake.
     """
     bake = TextureBake(scene, directory, frame_start, frame_end, channels, method, seed, **options)

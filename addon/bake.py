@@ -22,7 +22,7 @@ def _settings(scene):
 
 
 # values for settings a scene may not have (a panel without them)
-DEFAULTS = {"bake_simulations": True}
+DEFAULTS = {"bake_simulations": True, "occlusions": True}
 
 
 def _resolve(scene, values, mapping):

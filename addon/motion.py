@@ -1,7 +1,9 @@
 """Where the motion comes from: Cycles' Vector pass, or evaluated meshes through the camera.
 
 Both give backward flows in the library's convention ([H, W, 2] (dx, dy) px, x right, y down,
-rows top-first) on frame f's grid, pointing to where each pixel was at frame f - 1.
+rows top-first) on frame f's grid, pointing to where each pixel was at frame f - 1, and the
+*revealed* pixels of frame f: content that was not visible at frame f - 1 (uncovered by
+something that moved away, or come into view), where the noise must start afresh.
 """
 import os
 import time
@@ -201,6 +203,7 @@ class VectorPassRenderer:
         self._o = Overrides()
         self._held = None          # the still copy of an orthographic camera
         self._cameras = {}         # frame -> (projection, world-to-camera) of the scene camera
+        self._last = None          # (frame, forward flow, depth, camera) of the last render
         try:
             self._apply()
         except Exception:
@@ -266,15 +269,34 @@ class VectorPassRenderer:
         if vector.shape[:2] != (self.height, self.width):
             raise BakeError(f"the Vector pass came out {vector.shape[1]}x{vector.shape[0]}, "
                             f"expected {self.width}x{self.height}")
-        return channels, vector_pass_to_flows(vector)[0]
+        return channels, vector_pass_to_flows(vector)
 
     def flow(self, frame):
         """Backward flow of `frame` (to frame - 1) from the Vector pass."""
+        return self._frame(frame)[0]
+
+    def motion(self, frame):
+        """(backward flow, revealed mask) of `frame`: the mask from the backward flow and frame
+        f - 1's forward flow (its own render, which the previous call usually made)."""
+        if self._last is None or self._last[0] != frame - 1:
+            self._frame(frame - 1)
+        _, forward, depth, camera = self._last
+        backward = self._frame(frame)[0]
+        now = self._last[3]
+        if depth is not None and not _same_camera(camera, now):   # forward: the camera moved on too
+            forward = self._add_camera_motion(forward, depth, now, camera)
+        return backward, revealed_from_vectors(backward, forward)
+
+    def _frame(self, frame):
+        """Render `frame`: (backward flow, forward flow as the pass has it, the depth when the
+        camera's motion is added by hand, the camera); kept as the last frame rendered."""
         scene = self.scene
         self._release_camera()
         scene.frame_set(frame)
         if scene.camera is None or scene.camera.data.type != "ORTHO":
-            return self._render()[1]
+            backward, forward = self._render()[1]
+            self._last = (frame, forward, None, None)
+            return (backward,) + self._last[1:]
         now = self._camera()
         before = self._cameras.get(frame - 1)
         if before is None:
@@ -283,13 +305,14 @@ class VectorPassRenderer:
             scene.frame_set(frame)
         self._cameras = {frame: now}
         self._hold_camera()
-        channels, backward = self._render()
-        if all(np.array_equal(a, b) for a, b in zip(before, now)):
-            return backward
-        if ORTHO_NOTE not in self.notes:
-            self.notes.append(ORTHO_NOTE)
-        return self._add_camera_motion(backward, _pass(channels, "Depth", "Z")[..., 0],
-                                       before, now)
+        channels, (backward, forward) = self._render()
+        depth = _pass(channels, "Depth", "Z")[..., 0]
+        self._last = (frame, forward, depth, now)
+        if not _same_camera(before, now):
+            if ORTHO_NOTE not in self.notes:
+                self.notes.append(ORTHO_NOTE)
+            backward = self._add_camera_motion(backward, depth, before, now)
+        return (backward,) + self._last[1:]
 
     def _hold_camera(self):
         """Render through a still copy of the scene camera at this frame's pose."""
@@ -355,6 +378,10 @@ class VectorPassRenderer:
             pass
 
 
+def _same_camera(a, b):
+    return a is None or b is None or all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
 def _pass(channels, name, components):
     """[H, W, len(components)] of a render pass from a multilayer EXR's channel dict."""
     for key in sorted(channels):
@@ -416,9 +443,11 @@ def topology_change(name, a, b):
 
 
 def mesh_snapshot(scene, depsgraph, width, height, objects=None):
-    """{key: (clip coords [N, 4], triangles [T, 3], corners [K])} of the visible evaluated
-    meshes; the triangles are this frame's."""
-    world_to_clip = _camera_matrix(scene, depsgraph, width, height)
+    """{key: (clip coords and view depth [N, 5], triangles [T, 3], corners [K])} of the visible
+    evaluated meshes (view depth: distance in front of the camera, scene units); the triangles
+    are this frame's."""
+    proj, view = _camera_matrices(scene, depsgraph, width, height)
+    world_to_clip = proj @ view
     names = None if objects is None else {o.name for o in objects}
     snap = {}
     for inst in depsgraph.object_instances:
@@ -429,9 +458,10 @@ def mesh_snapshot(scene, depsgraph, width, height, objects=None):
             continue
         key = (obj.original.name, tuple(inst.persistent_id) if inst.is_instance else ())
         co, tris, corners = mesh_arrays(obj)
-        m = world_to_clip @ np.array(inst.matrix_world, np.float64)
+        world = np.array(inst.matrix_world, np.float64)
         hom = np.concatenate([co.astype(np.float64), np.ones((len(co), 1))], axis=1)
-        snap[key] = (hom @ m.T, tris, corners)
+        depth = -(hom @ (view @ world)[2])
+        snap[key] = (np.concatenate([hom @ (world_to_clip @ world).T, depth[:, None]], 1), tris, corners)
     return snap
 
 
@@ -443,12 +473,22 @@ def _to_pixels(clip, width, height):
 
 
 def rasterize_backward_flow(current, previous, width, height, max_pairs=4_000_000):
-    """Backward flow [H, W, 2] from two mesh snapshots: z-buffered, perspective-correct.
+    """Backward flow [H, W, 2] from two mesh snapshots (see rasterize)."""
+    return rasterize(current, previous, width, height, max_pairs)[0]
+
+
+def rasterize(current, previous, width, height, max_pairs=4_000_000):
+    """(backward flow [H, W, 2], depth [H, W], previous depth [H, W]) from two mesh snapshots:
+    z-buffered, perspective-correct.
 
     Each pixel centre covered by a triangle at frame f gets the screen position its surface point
     had at frame f - 1 (homogeneous clip coordinates interpolated, then divided: exact for the
-    projection); uncovered pixels keep 0.
+    projection); uncovered pixels keep 0. `depth` is the view depth of the surface each pixel
+    sees at frame f (inf where none), `previous depth` that point's view depth at frame f - 1.
     """
+    flow = np.zeros((height, width, 2), np.float32)
+    seen = np.full(height * width, np.inf)
+    before = np.full(height * width, np.inf)
     if set(current) != set(previous):
         gone = sorted(set(previous) ^ set(current))
         raise TopologyChanged(f"objects appear or disappear between frames: {gone[0][0]}")
@@ -460,10 +500,9 @@ def rasterize_backward_flow(current, previous, width, height, max_pairs=4_000_00
         if len(tris):
             cur.append(clip[tris])
             prev.append(pclip[tris])
-    flow = np.zeros((height, width, 2), np.float32)
     if not cur:
-        return flow
-    cur = np.concatenate(cur)      # [T, 3, 4]
+        return flow, seen.reshape(height, width), before.reshape(height, width)
+    cur = np.concatenate(cur)      # [T, 3, 5]
     prev = np.concatenate(prev)
     keep = (cur[:, :, 3] > 1e-9).all(axis=1) & (prev[:, :, 3] > 1e-9).all(axis=1)
     cur, prev = cur[keep], prev[keep]
@@ -522,8 +561,69 @@ def rasterize_backward_flow(current, previous, width, height, max_pairs=4_000_00
         best_depth[pix] = depth[closer]
         flow.reshape(-1, 2)[pix, 0] = qx[order] - (jj[order] + 0.5)
         flow.reshape(-1, 2)[pix, 1] = qy[order] - (ii[order] + 0.5)
+        seen[pix] = (bp[order] * cur[tri[order], :, 4]).sum(1)
+        before[pix] = pc[order, 4]
     flow[np.abs(flow) < 1e-4] = 0.0  # static surfaces: exactly still, not 1e-15 px
-    return flow
+    return flow, seen.reshape(height, width), before.reshape(height, width)
+
+
+def _around(values, positions):
+    """values [H, W] at the pixel centres around each position [..., 2] (x, y): the up to four
+    with a positive bilinear weight, as [..., 4] and a mask [..., 4] of those that exist."""
+    h, w = values.shape
+    p = positions - 0.5
+    base = np.floor(p).astype(np.int64)
+    frac = p - base
+    out, valid = [], []
+    for di in (0, 1):
+        for dj in (0, 1):
+            i, j = base[..., 1] + di, base[..., 0] + dj
+            weight = (frac[..., 1] if di else 1 - frac[..., 1]) * (frac[..., 0] if dj else 1 - frac[..., 0])
+            ok = (weight > 1e-6) & (i >= 0) & (i < h) & (j >= 0) & (j < w)
+            out.append(values[np.clip(i, 0, h - 1), np.clip(j, 0, w - 1)])
+            valid.append(ok)
+    return np.stack(out, -1), np.stack(valid, -1)
+
+
+def _centres(h, w):
+    ii, jj = np.mgrid[0:h, 0:w] + 0.5
+    return np.stack([jj, ii], -1)
+
+
+def revealed_from_vectors(backward, forward_before, tol=0.05, rel=0.1):
+    """Revealed pixels of frame f from its backward flow and frame f - 1's forward flow (the
+    Vector pass's two directions): pixel p is seen at frame f - 1 where its backward flow lands,
+    p + B(p), when one of the pixels around that point moves forward by -B(p) (within
+    tol + rel·|B(p)| px): the point came from there. Otherwise its content was hidden, or off
+    screen, at frame f - 1. The pixels *around* the point are tried (not a blend of their
+    flows), so an edge between two motions is not mistaken for a disocclusion."""
+    h, w = backward.shape[:2]
+    where = _centres(h, w) + backward      # |F(q) + B(p)| over the pixels q around p + B(p)
+    fx, valid = _around(forward_before[..., 0], where)
+    fy, _ = _around(forward_before[..., 1], where)
+    err = np.where(valid, np.hypot(fx + backward[..., :1], fy + backward[..., 1:]), np.inf).min(-1)
+    return _off_screen(where, h, w) | ~(err <= tol + rel * np.hypot(backward[..., 0], backward[..., 1]))
+
+
+def _off_screen(where, h, w):
+    return (where[..., 0] < 0) | (where[..., 0] >= w) | (where[..., 1] < 0) | (where[..., 1] >= h)
+
+
+def revealed_from_meshes(flow, depth, previous_depth, depth_before, tol=1e-3):
+    """Revealed pixels of frame f from mesh visibility: a surface pixel whose point was off
+    screen at frame f - 1, or behind something there (every pixel around its previous position
+    saw a surface nearer than the point by more than tol × its depth); a background pixel that
+    a surface covered at frame f - 1. `depth`: frame f's depth buffer, `previous_depth`: each
+    pixel's point at frame f - 1, `depth_before`: frame f - 1's depth buffer (see rasterize)."""
+    h, w = depth.shape
+    surface = np.isfinite(depth)
+    where = _centres(h, w) + flow
+    off = _off_screen(where, h, w)
+    there, valid = _around(depth_before, where)
+    with np.errstate(invalid="ignore"):    # inf - inf where nothing is seen now or then
+        gap = np.where(valid, previous_depth[..., None] - there, np.inf).min(-1)
+        hidden = gap > tol * np.abs(previous_depth) + 1e-6
+    return np.where(surface, off | hidden, np.isfinite(depth_before))
 
 
 class _RenderDepsgraph(bpy.types.RenderEngine):
@@ -615,18 +715,25 @@ class MeshMotion:
         self._evaluate = RenderEvaluation(scene)
         self._prev = None
         self._prev_frame = None
+        self._prev_depth = None     # the depth buffer of the previous frame
 
     def _snap(self, frame):
         return self._evaluate(frame, lambda depsgraph: mesh_snapshot(
             self.scene, depsgraph, self.width, self.height))
 
     def flow(self, frame):
+        return self.motion(frame)[0]
+
+    def motion(self, frame):
+        """(backward flow, revealed mask) of `frame`: exact visibility from the meshes."""
         if self._prev_frame != frame - 1:
             self._prev = self._snap(frame - 1)
+            self._prev_depth = rasterize(self._prev, self._prev, self.width, self.height)[1]
         cur = self._snap(frame)
-        flow = rasterize_backward_flow(cur, self._prev, self.width, self.height)
-        self._prev, self._prev_frame = cur, frame
-        return flow
+        flow, depth, previous = rasterize(cur, self._prev, self.width, self.height)
+        revealed = revealed_from_meshes(flow, depth, previous, self._prev_depth)
+        self._prev, self._prev_frame, self._prev_depth = cur, frame, depth
+        return flow, revealed
 
     def close(self):
         pass

@@ -207,6 +207,7 @@ class NOISE_WARP_OT_bake_texture(_ModalBake, bpy.types.Operator):
     overwrite: BoolProperty(**_like("overwrite"))
     preview: EnumProperty(**_like("preview"))
     bake_simulations: BoolProperty(**_like("bake_simulations"))
+    occlusions: BoolProperty(**_like("occlusions"))
 
     def make_bake(self, context):
         from .api import TextureBake

@@ -88,6 +88,7 @@ def _draw_advanced(layout, scene, s):
     col = layout.column()
     col.prop(s, "method", text="Method")
     col.prop(s, "supersample")
+    col.prop(s, "occlusions")
     col.prop(s, "half")
 
 

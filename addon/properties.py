@@ -13,6 +13,9 @@ from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, P
 METHOD_ITEMS = [
     ("PARTICLE", "Particle", "Recommended. The noise follows the motion and every frame stays "
                              "perfectly random noise, even where things fold or overlap"),
+    ("FLOWMAP", "Flow Map", "The noise stays attached to what moves for the whole shot: it "
+                            "does not drift or fade over many frames, and every frame stays "
+                            "perfectly random noise. Slower than Particle"),
     ("GRID", "Grid", "Follows the motion by exact pixel overlaps. Best for smooth motion where "
                      "nothing overlaps; slower than Particle"),
     ("UPSAMPLE", "Upsample (research)", "Research baseline (Chang et al. 2024): the original "
@@ -26,7 +29,7 @@ METHOD_ITEMS = [
     ("RESAMPLE", "Resample (research)", "Research baseline: new random noise every frame; "
                                         "nothing carries over between frames"),
 ]
-MAIN_METHODS = ("PARTICLE", "GRID")          # the panel's own choice; the rest under Advanced
+MAIN_METHODS = ("PARTICLE", "FLOWMAP", "GRID")   # the panel's own choice; the rest under Advanced
 MOTION_ITEMS = [
     ("VECTOR", "Render Pass", "Motion as Cycles sees it (a quick render of its Vector pass "
                               "per frame): objects, deformations, hair, the camera and the "
@@ -97,6 +100,11 @@ class NoiseWarpSettings(bpy.types.PropertyGroup):
                                    "numbers: half the disk space, slightly less precise")
     preview: EnumProperty(name="Preview", items=PREVIEW_ITEMS, default="MATERIAL",
                           description="What to set up in Blender after the bake")
+    occlusions: BoolProperty(name="Fresh Noise Where Revealed", default=True,
+                             description="Where something moves away and shows what was behind "
+                                         "it, or new things come into view, start with new "
+                                         "noise there instead of stretching the old noise over "
+                                         "it")
 
     # volume
     volume_directory: StringProperty(name="Output Folder", subtype='DIR_PATH',

@@ -43,7 +43,14 @@ def _add_job_args(p):
     from .models import MODELS
 
     p.add_argument("--method", default="particle",
-                   help="particle (default), grid, upsample, gp, nearest, bilinear, fixed, resample")
+                   help="particle (default), flowmap (keeps its coherence for hundreds of frames, slower), "
+                        "grid, upsample, gp, nearest, bilinear, fixed, resample")
+    p.add_argument("--depth", type=int, default=None, metavar="D",
+                   help="flowmap: how finely the noise is followed along moving edges, 0-6 (default 2: "
+                        "quarter pixels); each level costs about twice the time")
+    p.add_argument("--reanchor", type=float, default=None, metavar="R",
+                   help="flowmap: start fresh reference noise where a pixel's source area has grown or "
+                        "shrunk more than R times or is stretched R:1 (default 4; 0: never; keeps zoom-outs fast)")
     p.add_argument("--channels", type=int, default=None, help="noise channels (default 4; 16 for CogVideoX)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     p.add_argument("--latent-factor", type=int, default=None, metavar="F",
@@ -60,13 +67,16 @@ def _add_job_args(p):
                         "(preview.mp4: the video beside the noise, with frames.png and spacetime.png)")
     p.add_argument("--dtype", choices=["float32", "float16"], default=None, help="noise.npy dtype (default float32)")
     p.add_argument("--backend", default="auto", help="auto (default), taichi or numpy")
-    p.add_argument("--occlusions", action="store_true",
-                   help="video or EXR input: also check the flow forward-backward and give revealed pixels fresh noise")
+    p.add_argument("--occlusions", action=argparse.BooleanOptionalAction, default=True,
+                   help="give pixels whose content was hidden in the previous frame fresh noise (flowmap: a new "
+                        "reference there). Found by checking the flow forward against backward (video, Blender EXRs), "
+                        "from the inversion of forward flows, or read from --revealed. --no-occlusions: skip it "
+                        "(video: one optical flow per frame instead of two)")
     p.add_argument("--save-flows", action="store_true",
                    help="also write the backward flows between noise frames, OUTDIR/flows.npy [T-1, H, W, 2] (for stats)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
-                   help="save the warper state every N frames; 0 (default): every 2 s "
-                        "(a resume recomputes the frames since, with the same bytes)")
+                   help="save the warper state every N frames; 0 (default): every 2 s (less often when "
+                        "saving would take over 5 %% of the time; a resume recomputes the frames since, with the same bytes)")
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="refuse runs estimated to need more (e.g. 16G); default: the memory available now")
     g = p.add_argument_group("video-model layouts (see docs/cli.md, one section per model family)")
@@ -90,12 +100,19 @@ def _add_job_args(p):
     _add_source_args(p)
 
 
+def _add_revealed_arg(p):
+    p.add_argument("--revealed", default=None, metavar="MASKS.npy",
+                   help="revealed pixels of each input frame, [N-1, H, W] bool or 0/1 (mask k-1: the pixels "
+                        "of frame k not visible in frame k-1), instead of the ones the input gives")
+
+
 def _add_warp_args(p):
     p.add_argument("input", metavar="INPUT",
                    help="video (mp4/mov/avi/mkv), .npy flow stack, Go-with-the-Flow flows_dxdy.npy, "
                         "folder of .flo files, or folder of Blender EXRs with a Vector pass")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     _add_job_args(p)
+    _add_revealed_arg(p)
     r = p.add_mutually_exclusive_group()
     r.add_argument("--resume", action="store_true", help="continue an interrupted run in OUTDIR")
     r.add_argument("--force", action="store_true", help="overwrite the outputs in an existing OUTDIR")
@@ -208,7 +225,11 @@ def build_parser():
                    help="resize flows so the longer side is at most this (default 256; 0 = keep)")
     p.add_argument("--force", action="store_true", help="overwrite an existing comparison")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--occlusions", action=argparse.BooleanOptionalAction, default=True,
+                   help="give every method the input's revealed pixels (see warp); they also leave the "
+                        "coherence measure")
     _add_source_args(p)
+    _add_revealed_arg(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="a quick look: noise warped along a generated moving scene",
@@ -217,7 +238,7 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--frames", dest="frames_count", type=int, default=48, help="number of frames (default 48)")
     p.add_argument("--size", type=int, default=256, help="frame height (width is 1.5×)")
-    p.add_argument("--method", default="particle", help="warping method (default particle)")
+    p.add_argument("--method", default="particle", help="warping method (default particle; flowmap, grid, ...)")
     p.add_argument("--supersample", type=int, default=1, help="warp at S× resolution (default 1)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing demo folder")

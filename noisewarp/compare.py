@@ -19,7 +19,8 @@ from . import io
 
 SHORT = {"particle": "particle (∫, Deng et al.)", "grid": "grid (∫, exact polygons)",
          "upsample": "upsample (Chang et al. k=4)", "gp": "gp (Warped Diffusion RFF)",
-         "nearest": "nearest", "bilinear": "bilinear", "fixed": "fixed", "resample": "resample"}
+         "nearest": "nearest", "bilinear": "bilinear", "fixed": "fixed", "resample": "resample",
+         "flowmap": "flowmap (∫ over composed maps)"}
 
 
 def _resize_flow(flow, h, w):
@@ -60,12 +61,14 @@ def collect_flows(source, path, max_size=256, log=sys.stderr, revealed_path=None
     return h, w
 
 
-def run_worker(flows_path, method, outdir, channels, seed):
-    """Child process: warp along the flows, save noise.npy, print timings and peak memory as JSON
-    (resident memory sampled after every step, and its growth over the started-up process)."""
+def run_worker(flows_path, method, outdir, channels, seed, revealed_path=None):
+    """Child process: warp along the flows (with the revealed masks, when given), save noise.npy,
+    print timings and peak memory as JSON (resident memory sampled after every step, and its
+    growth over the started-up process)."""
     import core2d
 
     flows = io.NpyFrames(flows_path, mode="r")     # plain reads: mapped pages would count as the method's
+    masks = io.NpyFrames(revealed_path, mode="r") if revealed_path else None
     T = flows.shape[0] + 1
     h, w = flows.shape[1:3]
     from core2d import _taichi
@@ -82,8 +85,9 @@ def run_worker(flows_path, method, outdir, channels, seed):
     peak = base
     for t in range(1, T):
         flow = np.array(flows[t - 1])
+        revealed = np.array(masks[t - 1]).astype(bool) if masks is not None else None
         t0 = time.perf_counter()
-        noise[t] = w0.step(flow)
+        noise[t] = w0.step(flow, revealed=revealed)
         times.append(time.perf_counter() - t0)
         peak = max(peak, _rss_mb())
     noise.close()
@@ -138,8 +142,6 @@ def compare(args, log=sys.stderr):
     if bad:
         raise ValueError(f"unknown method(s) {', '.join(bad)} (choose from {', '.join(core2d.METHODS)}, or all)")
     source = open_source(args.input, **dict(source_options(args), fresh_start=True))
-    if source.has_revealed:
-        source.want_revealed = True       # revealed pixels leave the coherence measure
     if source.n_frames < 2:
         raise ValueError(f"{args.input}: need at least 2 frames to compare warping")
     out = os.fspath(args.output)
@@ -159,6 +161,8 @@ def compare(args, log=sys.stderr):
     for m in tqdm(methods, desc="compare", file=sys.stderr, disable=args.quiet):
         cmd = [sys.executable, "-m", "noisewarp.compare", "--worker", flows_path, m,
                os.path.join(out, m), str(args.channels), str(args.seed)]
+        if os.path.isfile(revealed_path):
+            cmd.append(revealed_path)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -175,6 +179,7 @@ def compare(args, log=sys.stderr):
             "coherence_1": rep["temporal"]["mean"],
             "moving_1": lc["moving"][0] if lc["moving"] else None,
             "moving_long": lc["moving"][-1] if lc["moving"] else None,
+            "moving_long_transport": lc["moving_transport"][-1] if lc["moving"] else None,
             "static_long": lc["static"][-1] if lc["static"] else None,
             "moving_mean": float(np.mean(moving)) if moving else None,
             "coherence_long": lc["corr"][-1] if lc["corr"] else None, "long_lag": lag,
@@ -188,14 +193,16 @@ def compare(args, log=sys.stderr):
         r["rank"] = k + 1
 
     head = ["rank", "method", f"moving, mean lag 1–{lag}", "moving t→t+1", f"moving lag {lag}",
-            f"static lag {lag}", "white N(0,1)", "std", "KS dist", "|lag-1 r|", "ms/frame", "peak RSS MB", "+warp MB"]
+            f"moving lag {lag} / perfect transport", f"static lag {lag}", "white N(0,1)", "std", "KS dist",
+            "|lag-1 r|", "ms/frame", "peak RSS MB", "+warp MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    keys = ["rank", "method", "moving_mean", "moving_1", "moving_long", "static_long", "white", "std",
+    keys = ["rank", "method", "moving_mean", "moving_1", "moving_long", "moving_long_transport", "static_long", "white", "std",
             "ks_distance", "lag1_autocorr", "ms_per_frame", "rss_mb", "peak_mb"]
     csv = [",".join(keys)]
     for r in rows:
         lines.append(f"| {r['rank']} | {r['method']} | {_f(r['moving_mean'])} | {_f(r['moving_1'])} | "
-                     f"{_f(r['moving_long'])} | {_f(r['static_long'])} | {'yes' if r['white'] else 'no'} | "
+                     f"{_f(r['moving_long'])} | {_f(r['moving_long_transport'])} | {_f(r['static_long'])} | "
+                     f"{'yes' if r['white'] else 'no'} | "
                      f"{r['std']:.3f} | {r['ks_distance']:.4f} | {r['lag1_autocorr']:.3f} | {r['ms_per_frame']:.1f} | "
                      f"{r['rss_mb']:.0f} | {r['peak_mb']:.0f} |")
         csv.append(",".join(str(r[k]) for k in keys))
@@ -270,5 +277,5 @@ def _pictures(out, methods, h, w, T):
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--worker":
-    _, _, fp, meth, od, ch, sd = sys.argv
-    run_worker(fp, meth, od, int(ch), int(sd))
+    _, _, fp, meth, od, ch, sd, *rv = sys.argv
+    run_worker(fp, meth, od, int(ch), int(sd), *rv)

@@ -47,6 +47,12 @@ class Scene:
         flow[..., 1] = np.where(inside, my - self.py, flow[..., 1])
         return flow
 
+    def revealed(self, t):
+        """The background the disc uncovers at frame t: behind the disc in frame t-1."""
+        c = self.centre(t - 1)
+        was_under = (self.px - PAN[0] - c[0]) ** 2 + (self.py - PAN[1] - c[1]) ** 2 < self.r ** 2
+        return was_under & ~self.disc(t)
+
     def image(self, t):
         """RGB uint8 frame t: content moves exactly as backward_flow says."""
         bx = self.px - PAN[0] * t
@@ -83,7 +89,7 @@ def demo(outdir, frames=48, size=256, method="particle", supersample=1, force=Fa
         raise ValueError("--size must be at least 32")
     scene = Scene(size)
     source = ArraySource("demo scene", scene.h, scene.w, int(frames), scene.backward_flow,
-                         scene.image, fps=24.0)
+                         scene.image, fps=24.0, revealed_fn=scene.revealed)
     outdir = os.fspath(outdir)
     summary = warp_to_folder(source, outdir, method=method, channels=channels, seed=seed,
                              supersample=supersample, formats=["npy", "png", "mp4"], resume=False,

@@ -239,6 +239,21 @@ def backward_from_forward(forward, mode="invert") -> np.ndarray:
     return invert_flow(np.asarray(forward, np.float32))
 
 
+def invert_with_holes(forward):
+    """(backward flow, holes) of a real inversion: the same flow as backward_from_forward, and
+    the bool [H, W] mask of the new frame's pixels nothing landed on (disocclusions)."""
+    from scipy import ndimage
+
+    from core2d.flow import OUTSIDE, invert_flow
+
+    back = invert_flow(np.asarray(forward, np.float32), holes="fresh")
+    holes = back[..., 0] >= OUTSIDE
+    if holes.any() and not holes.all():     # filled as invert_flow(holes="fill") fills them
+        _, (ni, nj) = ndimage.distance_transform_edt(holes, return_indices=True)
+        back[holes] = back[ni[holes], nj[holes]]
+    return back, holes
+
+
 # ----------------------------------------------------------------------------- previews
 def noise_to_uint8(noise: np.ndarray, sigma=3.0) -> np.ndarray:
     """Noise [H, W, C] -> 8-bit picture [H, W, 3]: first three channels as RGB (grey if C < 3),

@@ -16,12 +16,11 @@ import time
 import numpy as np
 
 from . import io, models
-from core2d.ops import degrade as _degrade
 
 STATE_DIR = ".noisewarp"
 FORMATS = ("npy", "exr", "png", "mp4")
 AUTO_CHECKPOINT_S = 2.0
-_OCCLUSION_SEED_SALT = 0x6F63636C  # keeps occlusion refresh noise apart from --degrade noise
+CHECKPOINT_SHARE = 0.05      # auto checkpoints take at most this share of the run's time
 
 # Cost of one step per state pixel (H·W·S²): bytes of working memory (fixed + per channel) and
 # CPU nanoseconds (fixed + per channel), measured on a 2-core x86-64 (Taichi CPU backend,
@@ -30,8 +29,9 @@ _OCCLUSION_SEED_SALT = 0x6F63636C  # keeps occlusion refresh noise apart from --
 METHOD_COST = {
     "particle": (100, 30, 250, 100), "grid": (200, 25, 600, 150), "upsample": (255, 10, 4000, 500),
     "gp": (100, 30, 0, 0), "nearest": (80, 30, 100, 40), "bilinear": (70, 10, 100, 60),
-    "fixed": (70, 10, 1, 1), "resample": (80, 15, 200, 100),
+    "fixed": (70, 10, 1, 1), "resample": (80, 15, 200, 100), "flowmap": (600, 60, 8000, 500),
 }
+FLOWMAP_STATE = (80, 8)      # bytes per state pixel a flow map adds to its noise (fixed, per channel)
 GP_NS_PER_FEATURE = 40
 BASE_MEMORY = 150e6          # Python, NumPy, OpenCV, Taichi and its compiled kernels
 ESTIMATE_SHOWN_ABOVE = dict(memory=2e9, seconds=600)
@@ -88,12 +88,24 @@ def options_from_args(args):
                 progress=not args.quiet, verbose=getattr(args, "verbose", False),
                 checkpoint_every=args.checkpoint_every, occlusions=args.occlusions,
                 save_flows=args.save_flows, model=getattr(args, "model", None),
-                max_memory=parse_memory(getattr(args, "max_memory", None)))
+                max_memory=parse_memory(getattr(args, "max_memory", None)),
+                warper_options=flowmap_options(args))
     size = pick("size")
     shape = dict(num_frames=pick("num_frames"), pad=bool(getattr(args, "pad", False)),
                  size=size, fit=getattr(args, "fit", None) or "crop",
                  rule=(tf, 1) if tf > 1 else None)
     return opts, shape
+
+
+def flowmap_options(args):
+    """The warper options of `--method flowmap` (--depth, --reanchor; refused with other methods)."""
+    given = {k: getattr(args, k, None) for k in ("depth", "reanchor")}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.method != "flowmap":
+        if given:
+            raise ValueError(f"--{next(iter(given))} is an option of --method flowmap (this run uses {args.method})")
+        return None
+    return given
 
 
 def load_mask(path, in_shape, out_shape):
@@ -129,13 +141,6 @@ def load_mask(path, in_shape, out_shape):
     return mask
 
 
-def _block_mean(mask, f):
-    if f == 1:
-        return mask.astype(np.float32)
-    h, w = mask.shape
-    return mask.reshape(h // f, f, w // f, f).mean(axis=(1, 3)).astype(np.float32)
-
-
 # ----------------------------------------------------------------------------- cost estimate
 def _gb(b):
     return f"{b / 1e9:.1f} GB" if b >= 1e8 else f"{b / 1e6:.0f} MB"
@@ -146,11 +151,14 @@ def _duration(s):
 
 
 def estimate(height, width, channels=4, method="particle", supersample=1, latent_factor=1, steps=1,
-             out_frames=1, dtype="float32", formats=("npy",), gp_features=3000, save_flows=False):
+             out_frames=1, dtype="float32", formats=("npy",), gp_features=3000, save_flows=False,
+             masks=False):
     """What a run costs: peak memory, checkpoint size, disk and CPU time (bytes, seconds)."""
     px = height * width * supersample ** 2
     a, b, ta, tb = METHOD_COST.get(method, METHOD_COST["particle"])
     state = px * channels * 4 if method != "gp" else px * 8
+    if method == "flowmap":     # + corners, anchors, the last flow, and kept sub-cells of re-anchored pixels
+        state += px * (FLOWMAP_STATE[0] + FLOWMAP_STATE[1] * channels)
     memory = BASE_MEMORY + px * (a + b * channels) + 2 * height * width * 8
     step_s = px * (ta + tb * channels) * 1e-9
     if method == "gp":
@@ -159,7 +167,7 @@ def estimate(height, width, channels=4, method="particle", supersample=1, latent
     per_frame = frame * (2 if dtype == "float16" else 4)
     disk = out_frames * per_frame + 2 * state
     disk += out_frames * frame * 4 * ("exr" in formats) + out_frames * frame * ("png" in formats)
-    disk += (steps * height * width * 8) if save_flows else 0
+    disk += (steps * height * width * (8 + bool(masks))) if save_flows else 0
     return dict(memory=memory, state=state, disk=disk, seconds_per_step=step_s, seconds=steps * step_s)
 
 
@@ -228,13 +236,15 @@ def _remove(paths):
 def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent_factor=1,
                    supersample=1, degrade=0.0, degrade_mask=None, formats=("npy",), dtype="float32",
                    backend="auto", resume=False, force=False, progress=True, verbose=False,
-                   checkpoint_every=0, occlusions=False, save_flows=False, log=None, warper_options=None,
+                   checkpoint_every=0, occlusions=True, save_flows=False, log=None, warper_options=None,
                    temporal_factor=1, layout="thwc", model=None, max_memory=None):
     """Run the whole job; return a summary dict (also written to OUTDIR/run.json).
 
     The source's output frames (see sources.Source) become noise frames; with
     temporal_factor k only frames 0, k, 2k, ... are kept (a causal video VAE's latent frames:
-    the first alone, then one per group of k), each an exact warped frame.
+    the first alone, then one per group of k), each an exact warped frame. With `occlusions`
+    the source's revealed masks (content not visible in the previous frame) go to every step:
+    fresh noise there, a new reference region for 'flowmap'.
     """
     import core2d
 
@@ -256,6 +266,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
         raise ValueError(f"{source.name}: {n_out} frames do not fit --temporal-factor {tf} (the count must be "
                          f"{tf}k+1): pass --num-frames {lo} to trim, or --num-frames {lo + tf} --pad")
     models.check_size(model, W, H)
+    source.want_revealed = bool(occlusions) and getattr(source, "has_revealed", False)
     if method not in core2d.METHODS:
         raise ValueError(f"unknown method {method!r} (choose from {', '.join(core2d.METHODS)})")
     if dtype not in ("float32", "float16"):
@@ -276,10 +287,10 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                   size=[W, H], fit=source.fit.mode if getattr(source, "fit", None) else None,
                   method=method, channels=C, seed=int(seed), latent_factor=F, temporal_factor=tf,
                   supersample=int(supersample), degrade=alpha if np.ndim(alpha) == 0 else os.path.abspath(degrade_mask),
-                  dtype=dtype, layout=layout, model=model, formats=formats, occlusions=bool(occlusions),
+                  dtype=dtype, layout=layout, model=model, formats=formats, occlusions=source.want_revealed,
                   save_flows=bool(save_flows), warper_options=warper_options or {})
     cost = estimate(H, W, C, method, int(supersample), F, steps=max(1, L - 1), out_frames=T, dtype=dtype,
-                    formats=formats, save_flows=save_flows,
+                    formats=formats, save_flows=save_flows, masks=source.want_revealed,
                     gp_features=(warper_options or {}).get("gp_features", 3000))
     check_cost(cost, outdir, max_memory, what=f"{source.name}: ", log=log if progress else None, show=verbose)
     kept_numbers = numbers[::tf]
@@ -288,6 +299,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
     progress_path = os.path.join(state_dir, "progress.json")
     state_path = os.path.join(state_dir, "state.npz")
     carry_path = os.path.join(state_dir, "flows_since_kept.npy")
+    carry_masks_path = os.path.join(state_dir, "revealed_since_kept.npy")
     partial = os.path.join(outdir, ".noise.partial.npy")
     flows_partial = os.path.join(outdir, ".flows.partial.npy")
     revealed_partial = os.path.join(outdir, ".revealed.partial.npy")
@@ -333,7 +345,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
     ok = interrupted = False
     try:
         w = None
-        carry = []                       # backward flows since the last kept frame (save_flows)
+        carry, carry_masks = [], []      # backward flows and revealed masks since the last kept frame (save_flows)
         if prior is not None and os.path.isfile(state_path) and os.path.isfile(partial):
             w = core2d.NoiseWarper.load(state_path)
             done = int(w.frame) + 1
@@ -342,6 +354,8 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                 raise ValueError(f"{partial}: partial output does not match the run's shape; use --force")
             if os.path.isfile(carry_path):
                 carry = list(np.load(carry_path))
+            if os.path.isfile(carry_masks_path):
+                carry_masks = list(np.load(carry_masks_path))
         else:
             w = core2d.NoiseWarper(H, W, channels=C, method=method, seed=int(seed), backend=backend,
                                    supersample=int(supersample), latent_factor=F, degrade=alpha,
@@ -352,7 +366,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
         if save_flows and T > 1:
             mode = "r+" if (done and os.path.isfile(flows_partial)) else "w"
             flows_out = io.NpyFrames(flows_partial, mode=mode, dtype=np.float32, shape=(T - 1, H, W, 2))
-            if occlusions and tf == 1 and getattr(source, "has_revealed", False):
+            if source.want_revealed:
                 mode = "r+" if (done and os.path.isfile(revealed_partial)) else "w"
                 revealed_out = io.NpyFrames(revealed_partial, mode=mode, dtype=np.uint8, shape=(T - 1, H, W))
 
@@ -378,26 +392,27 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                 revealed_out.flush()
             if flows_out is not None:
                 flows_out.flush()
-                if carry:
-                    io.save_npy(carry_path, np.stack(carry))
-                elif os.path.exists(carry_path):
-                    os.remove(carry_path)
+                for path, items in ((carry_path, carry), (carry_masks_path, carry_masks)):
+                    if items:
+                        io.save_npy(path, np.stack(items))
+                    elif os.path.exists(path):
+                        os.remove(path)
             w.save(state_path)  # atomic
             with io.atomic_path(progress_path) as tmp:
                 with open(tmp, "w") as f:
                     json.dump({"config": config, "done": t + 1, "complete": False}, f, indent=1)
-            timings["checkpoint"] += time.perf_counter() - t0
+            last_ckpt[1] = time.perf_counter() - t0
+            timings["checkpoint"] += last_ckpt[1]
 
-        last_ckpt = [time.perf_counter()]
+        last_ckpt = [time.perf_counter(), 0.0]   # when the last auto checkpoint was due, what it cost
 
         def due(t):
-            """Checkpoint every N frames; auto (N = 0): every AUTO_CHECKPOINT_S seconds: a 720p×4 state costs ~60 ms to save, too much
-            for every frame, and a resume recomputes the few frames since (same bytes)."""
+            """Checkpoint every N frames; auto (N = 0): see checkpoint_interval."""
             if t == L - 1:
                 return True
             if int(checkpoint_every) > 0:
                 return (t + 1) % int(checkpoint_every) == 0
-            if time.perf_counter() - last_ckpt[0] >= AUTO_CHECKPOINT_S:
+            if time.perf_counter() - last_ckpt[0] >= checkpoint_interval(last_ckpt[1]):
                 last_ckpt[0] = time.perf_counter()
                 return True
             return False
@@ -415,21 +430,22 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                 bar.update(1)
             for t, flow, _, revealed in source.steps(done):
                 t0 = time.perf_counter()
-                frame = np.asarray(w.step(flow, direction="backward"), np_dtype)
-                if occlusions and revealed is not None:
-                    a = _block_mean(revealed.astype(np.float32), F)
-                    frame = _degrade(frame.astype(np.float32), a, int(seed) ^ _OCCLUSION_SEED_SALT, t).astype(np_dtype)
+                frame = np.asarray(w.step(flow, direction="backward", revealed=revealed), np_dtype)
                 timings["warp"] += time.perf_counter() - t0
                 if flows_out is not None and t > skip:
                     carry.append(flow)
-                    if (t - skip) % tf == 0:    # the flow between kept frames: follow each flow in turn
-                        link = carry[-1]
-                        for earlier in carry[-2::-1]:
-                            link = _compose(link, earlier)
-                        flows_out[(t - skip) // tf - 1] = link
-                        carry = []
                     if revealed_out is not None:
-                        revealed_out[t - skip - 1] = np.zeros((H, W), np.uint8) if revealed is None else revealed
+                        carry_masks.append(np.zeros((H, W), np.uint8) if revealed is None else revealed.astype(np.uint8))
+                    if (t - skip) % tf == 0:    # the flow between kept frames: follow each flow in turn
+                        link, seen = carry[-1], carry_masks[-1].astype(bool) if revealed_out is not None else None
+                        for k in range(len(carry) - 2, -1, -1):
+                            if seen is not None:  # revealed on the way counts too
+                                seen = seen | carried_mask(carry_masks[k].astype(bool), link)
+                            link = _compose(link, carry[k])
+                        flows_out[(t - skip) // tf - 1] = link
+                        if revealed_out is not None:
+                            revealed_out[(t - skip) // tf - 1] = seen
+                        carry, carry_masks = [], []
                 emit(t, frame)
                 if due(t):
                     checkpoint(t)
@@ -483,7 +499,7 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
         with io.atomic_path(progress_path) as tmp:
             with open(tmp, "w") as f:
                 json.dump({"config": config, "done": L, "complete": True}, f, indent=1)
-        for p in (state_path, carry_path):
+        for p in (state_path, carry_path, carry_masks_path):
             if os.path.exists(p):
                 os.remove(p)
         ok = True
@@ -501,6 +517,19 @@ def warp_to_folder(source, outdir, method="particle", channels=4, seed=0, latent
                 shutil.rmtree(outdir, ignore_errors=True)
             else:
                 _remove(_artefacts(outdir) + [partial, flows_partial, revealed_partial])
+
+
+def checkpoint_interval(last_cost):
+    """Seconds between auto checkpoints: AUTO_CHECKPOINT_S, or longer when saving the state costs
+    more than CHECKPOINT_SHARE of that (a flow map's state is 5× a particle state's); a resume
+    recomputes the frames since (same bytes)."""
+    return max(AUTO_CHECKPOINT_S, last_cost / CHECKPOINT_SHARE)
+
+
+def carried_mask(mask, flow):
+    from .sources import carried_mask
+
+    return carried_mask(mask, flow)
 
 
 def _compose(later, earlier):

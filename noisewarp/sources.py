@@ -69,6 +69,17 @@ def compose_backward(later, earlier):
     return (later + d).astype(np.float32)
 
 
+def carried_mask(mask, flow):
+    """An earlier frame's mask seen from a later frame: True where p + B(p) (`flow`, on the later
+    frame's grid) lands in a True cell of `mask` (nearest cell; outside the frame: False)."""
+    h, w = flow.shape[:2]
+    ii, jj = np.mgrid[0:h, 0:w]
+    ci = np.floor(ii + 0.5 + flow[..., 1]).astype(np.int64)
+    cj = np.floor(jj + 0.5 + flow[..., 0]).astype(np.int64)
+    inside = (ci >= 0) & (ci < mask.shape[0]) & (cj >= 0) & (cj < mask.shape[1])
+    return inside & mask[np.clip(ci, 0, mask.shape[0] - 1), np.clip(cj, 0, mask.shape[1] - 1)]
+
+
 def occlusion_mask(backward, forward, tol=0.5):
     """Pixels of frame t whose backward flow B_t(p) is not undone by the forward flow F_{t-1}
     at p + B_t(p) (the usual forward-backward consistency check): revealed content."""
@@ -192,6 +203,25 @@ class Source:
         self.fit = None
         self.want_revealed = False
         self.pad = 0
+        self._masks = None  # revealed masks given by the user (--revealed), one per input flow
+
+    def use_revealed(self, path):
+        """Read the revealed masks from `path`: [N-1, H, W] bool or 0/1, mask k-1 for the pixels of
+        input frame k not visible in frame k-1 (they replace any the source would compute)."""
+        path = os.fspath(path)
+        masks = io.load_npy(path, mmap_mode="r")
+        want = (self.total - 1, self.in_height, self.in_width)
+        if masks.shape != want:
+            raise ValueError(f"{path}: revealed masks must be [N-1, H, W] = {list(want)} for {self.name} "
+                             f"({self.total} frames of {self.in_width}x{self.in_height}), got {list(masks.shape)}")
+        if masks.dtype != bool and (masks.dtype.kind not in "iu" or masks.max(initial=0) > 1 or masks.min(initial=0) < 0):
+            raise ValueError(f"{path}: revealed masks must be bool or 0/1 integers, got dtype {masks.dtype}")
+        if self.step > 1 and not hasattr(self, "_raw_backward"):
+            raise ValueError(f"{path}: revealed masks with a frame step (--frames A:B:{self.step}) need the flows "
+                             f"between consecutive frames, which {self.kind} input does not give")
+        self._masks = masks
+        self.has_revealed = True
+        return self
 
     # -------------------------------------------------------------- the shot
     def _select(self, total, frames=None, fresh_start=False):
@@ -292,17 +322,29 @@ class Source:
     def _pairs(self, start):
         """(t, backward flow, image, revealed) at the input size for t = start .. len(indices)-1,
         composing raw flows when the step skips frames."""
+        masks = self.want_revealed and self.has_revealed
         for t in range(start, len(self.indices)):
             a, c = self.indices[t - 1], self.indices[t]
             t0 = time.perf_counter()
             flow = self._raw_backward(c)
-            for k in range(c - 1, a, -1):
-                flow = compose_backward(flow, self._raw_backward(k))
-            revealed = None
-            if self.want_revealed and self.has_revealed and c == a + 1:
-                revealed = occlusion_mask(flow, self._raw_forward(c))
+            revealed = self._revealed(c, flow) if masks else None
+            for k in range(c - 1, a, -1):      # a frame step: revealed on the way counts too
+                earlier = self._raw_backward(k)
+                if masks:
+                    revealed = revealed | carried_mask(self._revealed(k, earlier), flow)
+                flow = compose_backward(flow, earlier)
             self._add_time("read", time.perf_counter() - t0)
             yield t, flow, self._image(c), revealed
+
+    def _revealed(self, k, backward):
+        """The pixels of input frame k not visible in frame k-1 (`backward` links them): the
+        given masks, else the source's own (`_raw_revealed`)."""
+        if self._masks is not None:
+            return np.asarray(self._masks[k - 1]).astype(bool)
+        return self._raw_revealed(k, backward)
+
+    def _raw_revealed(self, k, backward):
+        return None
 
     def _image(self, k):
         return None
@@ -414,7 +456,9 @@ class VideoSource(Source):
                 t0 = time.perf_counter()
                 back = dis.calc(grey, prev, None)
                 revealed = None
-                if self.want_revealed:
+                if self.want_revealed and self._masks is not None:
+                    revealed = self.fit.mask(self._revealed(k, None)) if self.fit is not None else self._revealed(k, None)
+                elif self.want_revealed:
                     revealed = place(occlusion_mask(back, dis.calc(prev, grey, None)))
                 self._add_time("flow", time.perf_counter() - t0)
                 back = check_flow(place(back), (self.height, self.width), frame=k,
@@ -484,6 +528,8 @@ class StackSource(Source):
         if direction not in ("backward", "forward"):
             raise ValueError(f"unknown flow direction {direction!r} (backward or forward)")
         self.direction, self.invert = direction, invert
+        self.has_revealed = direction == "forward" and invert == "invert"   # the inversion's holes
+        self._holes = {}
         self.stack = stack if stack.ndim == 4 else stack[None]
         if stack.ndim == 4 and stack.flags.c_contiguous:
             self.stack = io.NpyFrames(self.path, mode="r")   # plain reads: no mapped pages pile up
@@ -495,8 +541,21 @@ class StackSource(Source):
         flow = io.flows_from_stack(np.asarray(self.stack[k - 1])[None], self.layout, self.order, self.negate)[0]
         flow = check_flow(flow, (self.in_height, self.in_width), frame=k - 1, name=f"{self.path}: flow")
         if self.direction == "forward":
-            flow = io.backward_from_forward(flow, self.invert)
+            flow, self._holes = _inverted(flow, self.invert, k)
         return flow
+
+    def _raw_revealed(self, k, backward):
+        return self._holes.get(k)
+
+
+def _inverted(forward, mode, k):
+    """(backward flow, {k: holes}) of a forward flow linking input frames k-1 and k: holes are
+    the pixels of frame k nothing lands on (disoccluded, or entering the frame), known only to
+    a real inversion."""
+    if mode != "invert":
+        return io.backward_from_forward(forward, mode), {}
+    back, holes = io.invert_with_holes(forward)
+    return back, {k: holes}
 
 
 def _sorted_files(folder, ext):
@@ -518,6 +577,8 @@ class FloFolderSource(Source):
         first = io.read_flo(self.files[0])
         self.in_height, self.in_width = first.shape[:2]
         self.invert = invert
+        self.has_revealed = invert == "invert"      # the inversion's holes
+        self._holes = {}
         self._select(len(self.files) + 1, frames, fresh_start)
 
     def _raw_backward(self, k):
@@ -527,7 +588,11 @@ class FloFolderSource(Source):
             raise ValueError(f"{path}: flow is {fwd.shape[1]}x{fwd.shape[0]}, the first file is "
                              f"{self.in_width}x{self.in_height} (frames of different sizes)")
         fwd = check_flow(fwd, (self.in_height, self.in_width), name=path)
-        return io.backward_from_forward(fwd, self.invert)
+        back, self._holes = _inverted(fwd, self.invert, k)
+        return back
+
+    def _raw_revealed(self, k, backward):
+        return self._holes.get(k)
 
 
 class ExrFolderSource(Source):
@@ -571,6 +636,10 @@ class ExrFolderSource(Source):
         """Forward flow from input frame k-1 to k: frame k-1's ZW."""
         return self._flows_of(k - 1)[1]
 
+    def _raw_revealed(self, k, backward):
+        """Forward-backward consistency of frame k's XY against frame k-1's ZW."""
+        return occlusion_mask(backward, self._raw_forward(k))
+
 
 class ArraySource(Source):
     """Backward flows from a Python callable (the demo's analytic flows, tests)."""
@@ -578,11 +647,13 @@ class ArraySource(Source):
     kind = "analytic"
 
     def __init__(self, name, height, width, n_frames, flow_fn, image_fn=None, fps=24.0, frames=None,
-                 fresh_start=False):
+                 fresh_start=False, revealed_fn=None):
         super().__init__()
         self.name, self.in_height, self.in_width = name, height, width
         self.flow_fn, self.image_fn, self.fps = flow_fn, image_fn, fps
+        self.revealed_fn = revealed_fn
         self.has_images = image_fn is not None
+        self.has_revealed = self.want_revealed = revealed_fn is not None
         self._select(int(n_frames), frames, fresh_start)
 
     def _raw_backward(self, k):
@@ -594,11 +665,25 @@ class ArraySource(Source):
     def _image(self, k):
         return self.image_fn(k) if self.image_fn else None
 
+    def _raw_revealed(self, k, backward):
+        return np.asarray(self.revealed_fn(k), bool) if self.revealed_fn else None
+
 
 def open_source(path, frames=None, flow_layout="auto", flow_order="xy", flow_negate=False,
                 flow_direction=None, invert="invert", dis_preset="medium", occlusions=False,
-                fresh_start=False):
-    """Pick the reader for INPUT: a video, a .npy flow stack, a folder of .flo or of EXRs."""
+                fresh_start=False, revealed=None):
+    """Pick the reader for INPUT: a video, a .npy flow stack, a folder of .flo or of EXRs;
+    `revealed`: a file of revealed masks to use instead of the source's own."""
+    src = _open(path, frames, flow_layout, flow_order, flow_negate, flow_direction, invert, dis_preset,
+                occlusions, fresh_start)
+    if revealed is not None:
+        src.use_revealed(revealed)
+    src.want_revealed = bool(occlusions) and src.has_revealed
+    return src
+
+
+def _open(path, frames, flow_layout, flow_order, flow_negate, flow_direction, invert, dis_preset,
+          occlusions, fresh_start):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"{path}: no such file or folder")
@@ -630,8 +715,8 @@ def source_options(args):
     """open_source's keyword arguments from the CLI's source options (warp, compare, batch)."""
     return dict(frames=args.frames, flow_layout=args.flow_layout, flow_order=args.flow_order,
                 flow_negate=args.flow_negate, flow_direction=args.flow_direction, invert=args.invert,
-                dis_preset=args.dis_preset, occlusions=getattr(args, "occlusions", False),
-                fresh_start=getattr(args, "fresh_start", False))
+                dis_preset=args.dis_preset, occlusions=getattr(args, "occlusions", True),
+                fresh_start=getattr(args, "fresh_start", False), revealed=getattr(args, "revealed", None))
 
 
 def source_from_args(args, path=None):

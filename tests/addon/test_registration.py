@@ -168,10 +168,12 @@ def test_panels_draw_and_are_arranged_for_artists(registered, tmp_path):
         # what both bakes use sits above both
         assert {("prop", n) for n in ("frame_start", "frame_end", "seed", "overwrite",
                                       "bake_simulations")} <= set(shared)
-        # the texture panel offers Particle and Grid; every research baseline is in Advanced
+        # the texture panel offers Particle, Flow Map and Grid; every research baseline is in Advanced
         assert [e for e in texture if e[0] == "prop_enum"] == [
-            ("prop_enum", "method", "PARTICLE"), ("prop_enum", "method", "GRID")]
+            ("prop_enum", "method", "PARTICLE"), ("prop_enum", "method", "FLOWMAP"),
+            ("prop_enum", "method", "GRID")]
         assert ("prop", "method") not in texture and ("prop", "method") in advanced
+        assert ("prop", "occlusions") in advanced
         assert ("operator", "noise_warp.bake_texture") in texture
         assert ("operator", "noise_warp.open_folder") in texture
         assert ("operator", "noise_warp.bake_volume") in volume

@@ -276,7 +276,7 @@ def test_help_texts():
         missing = [a.dest for a in acts if not a.help]
         assert not missing, (name, missing)
         opts[name] = {s for a in acts for s in a.option_strings}
-    job = opts["warp"] - {"--resume", "-v", "--verbose"}
+    job = opts["warp"] - {"--resume", "-v", "--verbose", "--revealed"}   # masks belong to one input
     assert job <= opts["batch"], job - opts["batch"]
     text = sub.choices["warp"].format_help()
     assert "every 2 s" in text and "16 MB" not in text

@@ -18,19 +18,26 @@ import numpy as np
 
 import bpy
 
-from .bake import _existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume
-from .motion import BakeError, MeshMotion, TopologyChanged, VectorPassRenderer, unbaked_simulations
+from .bake import (_existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume,
+                   blend_relative, same_file)
+from .motion import (BakeError, MeshMotion, TopologyChanged, VectorPassRenderer,
+                     bake_caches, check_simulations)
 
 __all__ = ["bake_texture", "bake_volume", "TextureBake", "VolumeBake", "BakeError",
-           "texture_size", "load_texture_sequence", "make_preview_material"]
+           "texture_size", "render_size", "load_texture_sequence", "make_preview_material"]
+
+def render_size(scene):
+    """(height, width) Blender renders: resolution × percentage, rounded down as Blender does
+    (259×147 at 50 % renders 129×73)."""
+    r = scene.render
+    pct = r.resolution_percentage
+    return r.resolution_y * pct // 100, r.resolution_x * pct // 100
+
 
 def texture_size(scene, scale=1.0, latent_factor=1):
     """(height, width) of the warped grid: the render size × scale, a multiple of latent_factor."""
-    r = scene.render
-    f = r.resolution_percentage / 100.0 * float(scale)
     lf = int(latent_factor)
-    w = max(lf, int(round(r.resolution_x * f / lf)) * lf)
-    h = max(lf, int(round(r.resolution_y * f / lf)) * lf)
+    h, w = (max(lf, int(round(n * float(scale) / lf)) * lf) for n in render_size(scene))
     return h, w
 
 
@@ -39,7 +46,8 @@ def texture_size(scene, scale=1.0, latent_factor=1):
 TEXTURE_ARGS = {"directory": "directory", "frame_start": "frame_start", "frame_end": "frame_end",
                 "channels": "channels", "method": "method", "seed": "seed", "scale": "scale",
                 "latent_factor": "latent_factor", "supersample": "supersample", "motion": "motion",
-                "half": "half", "overwrite": "overwrite", "preview": "preview"}
+                "half": "half", "overwrite": "overwrite", "preview": "preview",
+                "bake_simulations": "bake_simulations", "occlusions": "occlusions"}
 
 
 class TextureBake:
@@ -51,13 +59,15 @@ class TextureBake:
 
     def __init__(self, scene=None, directory=None, frame_start=None, frame_end=None,
                  channels=None, method=None, seed=None, scale=None, latent_factor=None,
-                 supersample=None, motion=None, half=None, overwrite=None, preview=None):
+                 supersample=None, motion=None, half=None, overwrite=None, preview=None,
+                 bake_simulations=None, occlusions=None):
         scene = scene or bpy.context.scene
         self.scene = scene
         a = _resolve(scene, dict(directory=directory, frame_start=frame_start, frame_end=frame_end,
                                  channels=channels, method=method, seed=seed, scale=scale,
                                  latent_factor=latent_factor, supersample=supersample,
-                                 motion=motion, half=half, overwrite=overwrite, preview=preview),
+                                 motion=motion, half=half, overwrite=overwrite, preview=preview,
+                                 bake_simulations=bake_simulations, occlusions=occlusions),
                      TEXTURE_ARGS)
         self.method = str(a["method"]).lower()
         self.motion = str(a["motion"]).upper()
@@ -65,6 +75,7 @@ class TextureBake:
         self.channels, self.seed = int(a["channels"]), int(a["seed"])
         self.latent_factor, self.supersample = int(a["latent_factor"]), int(a["supersample"])
         self.half, self.overwrite = bool(a["half"]), bool(a["overwrite"])
+        self.occlusions = bool(a["occlusions"])
         from .properties import METHOD_ITEMS
         methods = [m[0].lower() for m in METHOD_ITEMS] + ["gp"]
         if self.method not in methods:
@@ -77,21 +88,25 @@ class TextureBake:
             raise BakeError(f"scene '{scene.name}' has no camera: the noise is baked for the "
                             "scene camera (Scene Properties > Camera)")
         self.frame_start, self.frame_end = _frames(scene, a["frame_start"], a["frame_end"])
+        if self.latent_factor < 1:
+            raise BakeError("latent_factor must be at least 1")
+        frame = [n * float(a["scale"]) for n in render_size(scene)]
+        if self.latent_factor > min(frame):
+            raise BakeError(f"the latent factor {self.latent_factor} is larger than the frame "
+                            f"({frame[1]:g}×{frame[0]:g}: the render size × scale): the latent "
+                            "would be a single cell; lower the latent factor or raise the scale")
         self.height, self.width = texture_size(scene, a["scale"], self.latent_factor)
         if self.motion == "VECTOR":
             from .motion import CYCLES_MISSING, cycles_available
             if not cycles_available():
                 raise BakeError(CYCLES_MISSING)
-        sims = unbaked_simulations(scene)
-        if sims:
-            raise BakeError("bake the simulation caches first (" + ", ".join(sims) + "): the "
-                            "motion of unbaked simulations is not seen correctly when frames are "
-                            "evaluated for the Vector pass")
+        self._simulations = check_simulations(scene, bool(a["bake_simulations"]))
         self.directory = _output_dir(a["directory"])
         self.settings = {"method": self.method, "channels": self.channels, "seed": self.seed,
                          "size": [self.height, self.width], "latent_factor": self.latent_factor,
                          "supersample": self.supersample, "motion": self.motion,
-                         "frame_start": self.frame_start, "half": self.half}
+                         "frame_start": self.frame_start, "half": self.half,
+                         "occlusions": self.occlusions}
         self._resume = _Resume(self.directory, "texture")
         self.resume_from = None
         self._check_existing()
@@ -143,10 +158,13 @@ class TextureBake:
         import core2d
 
         scene, total = self.scene, self.frame_end - self.frame_start + 1
-        frame_before = scene.frame_current
+        frame_before = scene.frame_current, scene.frame_subframe
         tmpdir = tempfile.mkdtemp(prefix="noise_warp_")
         source = None
         try:
+            if self._simulations:
+                self.warnings.append(bake_caches(scene, self._simulations))
+                self._simulations = []
             if self.resume_from:
                 last = self.resume_from["last_frame"]
                 w = core2d.NoiseWarper.load(os.path.join(self._resume.dir, self.resume_from["state"]))
@@ -163,16 +181,17 @@ class TextureBake:
             for frame in range(last + 1, self.frame_end + 1):
                 t = time.perf_counter()
                 try:
-                    flow = source.flow(frame)
+                    flow, revealed = source.motion(frame)
                 except TopologyChanged as exc:
                     self.warnings.append(f"{exc}: using the Vector pass from frame {frame}")
                     print(f"noise_warp: {self.warnings[-1]}", flush=True)
                     source.close()
                     source = VectorPassRenderer(scene, self.width, self.height, tmpdir)
-                    flow = source.flow(frame)
+                    flow, revealed = source.motion(frame)
                 self.render_seconds += time.perf_counter() - t
+                self._take_notes(source)
                 t = time.perf_counter()
-                noise = w.step(flow)
+                noise = w.step(flow, revealed=revealed if self.occlusions else None)
                 self.warp_seconds += time.perf_counter() - t
                 moved = moved or bool(np.any(flow))
                 pending.append((frame, noise.copy()))
@@ -207,10 +226,17 @@ class TextureBake:
             if source is not None:
                 source.close()
             shutil.rmtree(tmpdir, ignore_errors=True)
-            scene.frame_set(frame_before)
+            scene.frame_set(frame_before[0], subframe=frame_before[1])
         self.image = load_texture_sequence(self.files, self.frame_start)
         if self.preview == "MATERIAL":
             self.material = make_preview_material(self.image, self.frame_start, total)
+
+    def _take_notes(self, source):
+        """What a motion source did differently (said once, in warnings and the console)."""
+        for note in getattr(source, "notes", ()):
+            if note not in self.warnings:
+                self.warnings.append(note)
+                print(f"noise_warp: {note}", flush=True)
 
     def run(self, progress=_print_progress):
         for done, total, message in self.steps():
@@ -224,7 +250,10 @@ def bake_texture(scene=None, directory=None, frame_start=None, frame_end=None, c
     """Bake warped noise for the scene camera: DIR/noise_####.exr and DIR/noise.npy.
 
     options: scale, latent_factor, supersample, motion ('VECTOR' | 'MESH'), half, overwrite,
-    preview ('MATERIAL' | 'NONE'). Returns the finished TextureBake.
+    preview ('MATERIAL' | 'NONE'), bake_simulations (bake unbaked rigid body, cloth, soft body
+    and dynamic particle caches first; default on, else they are refused), occlusions (default
+    on: pixels showing content hidden the frame before start with fresh noise). Returns the
+    finished TextureBake.
     """
     bake = TextureBake(scene, directory, frame_start, frame_end, channels, method, seed, **options)
     return bake.run(progress)
@@ -235,9 +264,11 @@ def load_texture_sequence(files, frame_start):
     first = files[0]
     name = "noise_warp:" + os.path.basename(os.path.dirname(first))
     image = bpy.data.images.get(name)
-    if image is None or bpy.path.abspath(image.filepath) != first:
+    if image is None or not same_file(image.filepath, first):
         image = bpy.data.images.load(first, check_existing=False)
         image.name = name
+    image.filepath = blend_relative(first)
+    image.use_fake_user = True     # kept in the .blend even when no material uses it yet
     image.source = "SEQUENCE"
     image.colorspace_settings.name = "Non-Color"
     image.alpha_mode = "CHANNEL_PACKED"
@@ -252,6 +283,7 @@ def make_preview_material(image, frame_start, frame_count):
     preview shows the noise following the objects it was warped with.
     """
     mat = bpy.data.materials.get("NoiseWarp Preview") or bpy.data.materials.new("NoiseWarp Preview")
+    mat.use_fake_user = True       # saved with the .blend before it is assigned to anything
     if bpy.app.version < (5, 0, 0):  # always on (and deprecated) from 5.0
         mat.use_nodes = True
     nt = mat.node_tree

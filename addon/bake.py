@@ -21,13 +21,19 @@ def _settings(scene):
     return s
 
 
+# values for settings a scene may not have (a panel without them)
+DEFAULTS = {"bake_simulations": True, "occlusions": True}
+
+
 def _resolve(scene, values, mapping):
     """Fill None values from the scene settings: mapping {argument: scene attribute}."""
     s = _settings(scene)
     out = {}
     for arg, attr in mapping.items():
         v = values.get(arg)
-        out[arg] = getattr(s, attr) if v is None else v
+        if v is None:
+            v = getattr(s, attr, DEFAULTS.get(arg)) if arg in DEFAULTS else getattr(s, attr)
+        out[arg] = v
     return out
 
 
@@ -59,6 +65,21 @@ def _output_dir(directory):
     except OSError as exc:
         raise BakeError(f"the output folder '{path}' is not writable ({exc.strerror or exc})") from None
     return path
+
+
+def blend_relative(path):
+    """`path` relative to the saved .blend ("//noise/noise_0001.exr"), as Blender stores paths
+    by default; absolute while the file is unsaved or on another drive."""
+    if not bpy.data.filepath:
+        return path
+    try:
+        return bpy.path.relpath(path)
+    except ValueError:
+        return path
+
+
+def same_file(blender_path, path):
+    return os.path.normpath(bpy.path.abspath(blender_path)) == os.path.normpath(path)
 
 
 def _existing_frames(path, ext):

@@ -1,15 +1,17 @@
 """Build the Blender extension zip(s): python addon/build.py --output-dir DIR [--platform P ...]
 
-Stages addon/ + blender_manifest.toml + wheels (this project's wheel, installed --no-deps, and
-only the dependencies the add-on's code paths import: Taichi and its pure-Python deps,
-OpenEXR, SciPy; never numpy, which Blender ships; OpenVDB comes with Blender too), then builds
-and validates one zip per platform with Blender's own extension tool (blender_ext.py from the
-bpy wheel). Wheels are cached in --wheel-cache (default: build/wheelhouse, git-ignored) and
-looked up there first, so rebuilds work offline.
+Stages addon/ + blender_manifest.toml + wheels, then builds and validates one zip per
+platform with Blender's own extension tool (blender_ext.py from the bpy wheel). The wheels:
+this project's own (installed --no-deps) and what the add-on imports at run time, for every
+Python a supported Blender embeds (3.11: Blender 4.2-5.0; 3.13: Blender 5.1 and later).
+Blender installs only the wheels that match its own Python. Never numpy or OpenVDB, which
+Blender ships. Wheels are cached in --wheel-cache (default: build/wheelhouse, git-ignored)
+and looked up there first, so rebuilds work offline.
 """
 import argparse
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,11 +27,18 @@ PLATFORM_TAGS = {
                     "macosx_14_0_arm64", "macosx_10_9_universal2", "macosx_11_0_universal2"],
     "windows-x64": ["win_amd64"],
 }
-# What the add-on imports (core2d -> taichi, OpenEXR; noise3d.mesh -> scipy) and their
-# dependencies except numpy. Pinned to versions that support Blender's numpy 1.26 and cp311.
-BUNDLED = ["taichi==1.7.4", "colorama==0.4.6", "dill==0.4.1", "rich==15.0.0",
-           "markdown-it-py==4.3.0", "mdurl==0.1.2", "pygments==2.21.0", "OpenEXR==3.5.3",
-           "scipy==1.15.3"]
+# The Pythons Blender embeds, and the Blender versions that embed them (max: first one that
+# does not). Blender 4.2.0 installed every wheel whatever its Python (the cp313 Taichi over
+# the cp311 one); from 4.2.13 at the latest, the 4.2 LTS installs only the matching ones.
+PYTHONS = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("5.1.0", None)}
+BOTH_PYTHONS_MIN = "4.2.13"
+# What the add-on imports at run time, numpy aside. Taichi's own imports: colorama and dill;
+# its `rich` requirement (and rich's markdown-it-py, mdurl, pygments) serves only the `ti`
+# command line, which Blender never runs. No SciPy: the mesh and velocity fields search and
+# sample with noise3d.nearest and noise3d.fields.trilinear. Each of these has a wheel for
+# cp311 and cp313 on every platform below (download_wheels checks).
+BUNDLED = ["taichi==1.7.4", "colorama==0.4.6", "dill==0.4.1", "OpenEXR==3.5.3"]
+NEVER = ("numpy", "scipy", "rich", "pygments", "markdown_it_py", "mdurl", "bpy")
 SKIP_FILES = {"build.py"}
 
 
@@ -46,7 +55,8 @@ def blender_ext_tool():
     import importlib.util
     spec = importlib.util.find_spec("bpy")
     if spec is None:
-        sys.exit("build.py needs the bpy module (pip install bpy==5.0.1) for Blender's extension tool")
+        sys.exit("build.py needs the bpy module for Blender's extension tool: pip install "
+                 "bpy==5.0.1 (Python 3.11) or bpy==5.2.3 (Python 3.13)")
     root = os.path.dirname(spec.origin)
     found = glob.glob(os.path.join(root, "*", "scripts", "addons_core", "bl_pkg", "cli",
                                    "blender_ext.py"))
@@ -60,32 +70,66 @@ def run(cmd, **kw):
     subprocess.run(cmd, check=True, **kw)
 
 
-def download_wheels(platform, cache):
-    """Wheels of BUNDLED for one platform into cache/<platform>, from the cache when present."""
+def _dist(name):
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _wheel_fits(filename, python):
+    """Whether a wheel serves CPython `python` ('3.11'): a cp311 or py3 wheel, or an abi3
+    wheel built for that Python or an older one."""
+    python_tag, abi = filename[:-4].split("-")[-3:-1]
+    tags = python_tag.split(".")
+    cp = int(python.replace(".", ""))
+    return (f"cp{cp}" in tags or "py3" in tags or
+            (abi == "abi3" and any(t.startswith("cp3") and int(t[2:]) <= cp for t in tags)))
+
+
+def download_wheels(platform, cache, pythons=tuple(PYTHONS)):
+    """Wheels of BUNDLED for one platform and each Python into cache/<platform>, from the
+    cache when present; exits naming what has no wheel."""
     dest = os.path.join(cache, platform)
     os.makedirs(dest, exist_ok=True)
-    base = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-            "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
-            "--abi", "cp311", "--abi", "abi3", "--abi", "none", "-d", dest]
-    for tag in PLATFORM_TAGS[platform]:
-        base += ["--platform", tag]
-    try:
-        subprocess.run(base + ["--no-index", "--find-links", dest] + BUNDLED, check=True,
-                       capture_output=True)
-    except subprocess.CalledProcessError:
-        run(base + BUNDLED)
-    wanted = {r.split("==")[0].lower().replace("-", "_") for r in BUNDLED}
-    versions = {r.split("==")[0].lower().replace("-", "_"): r.split("==")[1] for r in BUNDLED}
-    out = []
-    for path in sorted(glob.glob(os.path.join(dest, "*.whl"))):
-        name, version = os.path.basename(path).split("-")[:2]
-        key = name.lower()
-        if key in wanted and versions[key] == version:
-            out.append(path)
-    return out
+    for python in pythons:
+        abi = "cp" + python.replace(".", "")
+        base = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+                "--abi", abi, "--abi", "abi3", "--abi", "none", "-d", dest]
+        for tag in PLATFORM_TAGS[platform]:
+            base += ["--platform", tag]
+        try:
+            subprocess.run(base + ["--no-index", "--find-links", dest] + BUNDLED, check=True,
+                           capture_output=True)
+        except subprocess.CalledProcessError:
+            try:
+                run(base + BUNDLED)
+            except subprocess.CalledProcessError:
+                sys.exit(f"no wheels of {', '.join(BUNDLED)} for Python {python} on {platform}")
+    versions = {_dist(r.split("==")[0]): r.split("==")[1] for r in BUNDLED}
+    out, missing = [], []
+    for python in pythons:
+        for dist, version in versions.items():
+            found = [p for p in sorted(glob.glob(os.path.join(dest, "*.whl")))
+                     if _dist(os.path.basename(p).split("-")[0]) == dist
+                     and os.path.basename(p).split("-")[1] == version
+                     and _wheel_fits(os.path.basename(p), python)]
+            if not found:
+                missing.append(f"{dist}=={version} (Python {python})")
+            out += found[:1]
+    if missing:
+        sys.exit(f"{platform}: no wheel for " + ", ".join(missing))
+    return sorted(set(out))
 
 
-def build(output_dir, platforms, cache, validate=True):
+def version_range(pythons):
+    """(blender_version_min, blender_version_max or None) that installs these Pythons' wheels."""
+    if set(pythons) == set(PYTHONS):
+        return BOTH_PYTHONS_MIN, None
+    (python,) = pythons
+    return PYTHONS[python]
+
+
+def build(output_dir, platforms, cache, validate=True, pythons=tuple(PYTHONS)):
+    """Build, validate and return the zip of each platform, with wheels for each Python."""
     output_dir = os.path.abspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     stage = os.path.join(output_dir, "stage")
@@ -115,23 +159,31 @@ def build(output_dir, platforms, cache, validate=True):
         run(wheel_cmd)
     shutil.rmtree(src, ignore_errors=True)
     for platform in platforms:
-        for whl in download_wheels(platform, cache):
+        for whl in download_wheels(platform, cache, pythons):
             target = os.path.join(wheels_dir, os.path.basename(whl))
             if not os.path.exists(target):
                 shutil.copy2(whl, target)
     wheels = sorted(os.listdir(wheels_dir))
-    if any(w.lower().startswith("numpy-") for w in wheels):
-        sys.exit("numpy must not be bundled (Blender ships it)")
+    bad = [w for w in wheels if _dist(w.split("-")[0]) in NEVER]
+    if bad:
+        sys.exit(f"must not be bundled: {bad} (Blender ships numpy; the rest is never imported)")
     with open(os.path.join(REPO, "blender_manifest.toml")) as f:
         manifest = f.read()
-    declared = tomllib.loads(manifest)["platforms"]
-    unknown = [p for p in platforms if p not in declared]
+    m = tomllib.loads(manifest)
+    unknown = [p for p in platforms if p not in m["platforms"]]
     if unknown:
-        sys.exit(f"platform(s) {unknown} are not in blender_manifest.toml {declared}")
+        sys.exit(f"platform(s) {unknown} are not in blender_manifest.toml {m['platforms']}")
+    vmin, vmax = version_range(pythons)
     lines = []
     for line in manifest.splitlines():
         if line.startswith("platforms ="):
             line = "platforms = [" + ", ".join(f'"{p}"' for p in platforms) + "]"
+        if line.startswith("blender_version_max"):
+            continue
+        if line.startswith("blender_version_min"):
+            line = f'blender_version_min = "{vmin}"'
+            if vmax:
+                line += f'\nblender_version_max = "{vmax}"'
         lines.append(line)
         if line.startswith("license ="):
             lines.append("wheels = [")
@@ -140,14 +192,18 @@ def build(output_dir, platforms, cache, validate=True):
     with open(os.path.join(stage, "blender_manifest.toml"), "w") as f:
         f.write("\n".join(lines) + "\n")
     tool = blender_ext_tool()
-    before = set(glob.glob(os.path.join(output_dir, "*.zip")))
     run([sys.executable, tool, "build", "--source-dir", stage, "--output-dir", output_dir,
          "--split-platforms"])
-    zips = sorted(set(glob.glob(os.path.join(output_dir, "*.zip"))) - before) or sorted(
-        glob.glob(os.path.join(output_dir, "noise_warp-*.zip")))
-    if validate:
-        for z in zips:
+    zips = []
+    for platform in platforms:
+        z = os.path.join(output_dir, f"{m['id']}-{m['version']}-{platform.replace('-', '_')}.zip")
+        if set(pythons) != set(PYTHONS):      # a one-Python zip says so in its name
+            one = z[:-4] + "-py" + "".join(p.replace(".", "") for p in pythons) + ".zip"
+            os.replace(z, one)
+            z = one
+        if validate:
             run([sys.executable, tool, "validate", z])
+        zips.append(z)
     shutil.rmtree(stage, ignore_errors=True)
     return zips
 
@@ -160,11 +216,15 @@ def main(argv=None):
                         "use --current-platform). Default: every platform in the manifest")
     p.add_argument("--current-platform", action="store_true",
                    help="build only for the platform this Python runs on")
+    p.add_argument("--python", action="append", choices=sorted(PYTHONS),
+                   help="bundle wheels for this Python only (repeatable): 3.11 for Blender "
+                        "4.2-5.0, 3.13 for 5.1 and later; a zip half the size. Default: both")
     p.add_argument("--wheel-cache", default=os.path.join(REPO, "build", "wheelhouse"))
     p.add_argument("--no-validate", action="store_true")
     a = p.parse_args(argv)
     platforms = a.platform or ([current_platform()] if a.current_platform else list(PLATFORM_TAGS))
-    zips = build(a.output_dir, platforms, a.wheel_cache, validate=not a.no_validate)
+    zips = build(a.output_dir, platforms, a.wheel_cache, validate=not a.no_validate,
+                 pythons=tuple(sorted(set(a.python or PYTHONS))))
     for z in zips:
         print(f"built {z} ({os.path.getsize(z) / 1e6:.1f} MB)")
     return 0

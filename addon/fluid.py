@@ -181,6 +181,7 @@ class SmokeMotion:
     def check(self, frames):
         """BakeError unless every frame in `frames` is cached with a velocity grid that moves."""
         frames = list(frames)
+        from noise3d import vdbfile
         from noise3d.vdb import openvdb_module
 
         vdb = openvdb_module()
@@ -192,7 +193,8 @@ class SmokeMotion:
                 f"Bake Data, or Bake All) over frames {min(frames)}-{max(frames) + 1}")
         active = 0
         for f in frames:
-            try:
+            try:   # the layout walk first: a damaged count must not make OpenVDB allocate gigabytes
+                vdbfile.walk(self.path(f))
                 meta = {g.name: dict(g.metadata) for g in vdb.readAllGridMetadata(self.path(f))}
             except Exception as exc:
                 raise BakeError(f"{self.path(f)}: not a readable OpenVDB file ({exc})") from None

@@ -1,12 +1,14 @@
 """Volume bake: warped 3D noise in a box, moved by meshes or by a smoke simulation.
 
-Motion 'MESH': noise3d.mesh_motion_field on the evaluated meshes of a collection at two
-consecutive frames (deforming, skinned, shape keys, baked simulations: whatever the depsgraph
-evaluates). Motion 'SMOKE': the velocity grids of a baked fluid domain's cache (fluid.py).
+Motion 'MESH': noise3d.mesh_motion_field on the meshes of a collection at two consecutive
+frames, evaluated as the render evaluates them (deforming, skinned, shape keys, baked
+simulations, render-level modifiers, instances). Motion 'SMOKE': the velocity grids of a baked
+fluid domain's cache (fluid.py).
 Either gives the backward flow on the later frame's voxel grid. Output: DIR/noise_####.vdb
 (float grid `noise`, and a fog grid `density` when asked) and a Volume object bound to the
 sequence.
 """
+import math
 import os
 import time
 
@@ -14,21 +16,26 @@ import numpy as np
 
 import bpy
 
-from .bake import _existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume
-from .motion import BakeError, mesh_arrays, unbaked_simulations
+from .bake import (_existing_frames, _frames, _output_dir, _print_progress, _resolve, _Resume,
+                   blend_relative, same_file)
+from .motion import (GEOMETRY, OWN_TAG, BakeError, RenderEvaluation, mesh_arrays, same_topology,
+                     bake_caches, check_simulations, evaluated_depsgraph, topology_change)
 
 VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "frame_end": "frame_end", "domain": "domain",
                "source_collection": "source_collection", "resolution": "resolution",
                "channels": "volume_channels", "seed": "seed", "motion": "volume_motion",
                "write_density": "write_density", "overwrite": "overwrite",
-               "smoke_domain": "smoke_domain"}
+               "smoke_domain": "smoke_domain", "bake_simulations": "bake_simulations"}
 
 
-def domain_grid(obj, resolution):
-    """(shape, origin, voxel_size) filling the world-space bounds of `obj` with cubic voxels."""
-    m = np.array(obj.matrix_world, np.float64)
-    corners = np.array([list(c) + [1.0] for c in obj.bound_box], np.float64) @ m.T
+def domain_grid(obj, resolution, depsgraph=None):
+    """(shape, origin, voxel_size) filling the world-space bounds of `obj` as evaluated (its
+    modifiers, and a transform a script has just set) with cubic voxels. Without a depsgraph,
+    the last evaluated state (a panel's draw must not evaluate)."""
+    ev = obj.evaluated_get(depsgraph or bpy.context.view_layer.depsgraph)
+    m = np.array(ev.matrix_world, np.float64)
+    corners = np.array([list(c) + [1.0] for c in ev.bound_box], np.float64) @ m.T
     lo, hi = corners[:, :3].min(0), corners[:, :3].max(0)
     ext = hi - lo
     if ext.max() <= 0:
@@ -39,64 +46,98 @@ def domain_grid(obj, resolution):
 
 
 def collection_meshes(collection, depsgraph):
-    """[(name, world vertices [n, 3] float64, triangles [m, 3])] of the evaluated meshes."""
-    out = []
-    for obj in collection.all_objects:
-        if obj.type != "MESH":
+    """{key: (world vertices [n, 3] float64, triangles [m, 3], corners [k])} of what the
+    objects in `collection` put in `depsgraph` (the render's, see motion.RenderEvaluation):
+    their own surfaces and their instances (particles, Geometry Nodes, collection instances),
+    which carry the motion of their instancer. key: (object, instanced object, instance id);
+    corners: the topology (motion.mesh_arrays)."""
+    members = {o.name_full for o in collection.all_objects}
+    out = {}
+    for inst in depsgraph.object_instances:
+        obj = inst.object
+        owner = inst.parent if inst.is_instance else obj
+        if owner is None or owner.original.name_full not in members:
             continue
-        ev = obj.evaluated_get(depsgraph)
-        co, tris = mesh_arrays(ev)
-        m = np.array(ev.matrix_world, np.float64)
+        if obj.type not in GEOMETRY or not (inst.is_instance or inst.show_self):
+            continue
+        co, tris, corners = mesh_arrays(obj)
+        if not len(tris):
+            continue
+        m = np.array(inst.matrix_world, np.float64)
         v = co.astype(np.float64) @ m[:3, :3].T + m[:3, 3]
-        out.append((obj.name, v, tris.astype(np.int64)))
+        key = (owner.original.name, obj.original.name,
+               tuple(inst.persistent_id) if inst.is_instance else ())
+        out[key] = (v, tris.astype(np.int64), corners)
     return out
 
 
+def _label(key):
+    return key[0] if not key[2] else f"an instance of '{key[1]}' on '{key[0]}'"
+
+
 class MeshSource:
-    """Motion of the evaluated meshes in a collection (noise3d.mesh_motion_field)."""
+    """Motion of the meshes in a collection, and of their instances, as the render evaluates
+    them (noise3d.mesh_motion_field)."""
 
     def __init__(self, scene, collection):
         if collection is None:
             raise BakeError("no source collection: give the collection of moving meshes")
-        if not any(o.type == "MESH" for o in collection.all_objects):
+        if not any(o.type in GEOMETRY or o.instance_type != "NONE" or
+                   any(m.type in {"NODES", "PARTICLE_SYSTEM"} for m in getattr(o, "modifiers", ()))
+                   for o in collection.all_objects):
             raise BakeError(f"the collection '{collection.name}' holds no mesh objects")
         self.scene, self.collection, self.name = scene, collection, collection.name
+        self._evaluate = RenderEvaluation(scene)
         self._prev = None
+        self.notes = []
 
     def meshes(self, frame):
-        self.scene.frame_set(frame)
-        return collection_meshes(self.collection, bpy.context.evaluated_depsgraph_get())
+        return self._evaluate(frame, lambda depsgraph: collection_meshes(self.collection,
+                                                                        depsgraph))
 
     def prescan(self, start, end):
         """Topology and motion over the whole range before anything is written."""
-        prev, moved = None, False
+        prev, moved, changing = None, False, 0
         for f in range(start, end + 1):
             cur = self.meshes(f)
+            if not cur:
+                raise BakeError(f"nothing in '{self.name}' has a surface at frame {f} (meshes, "
+                                "curves, text, metaballs and their instances are used)")
             if prev is not None:
-                if [m[0] for m in cur] != [m[0] for m in prev]:
-                    raise BakeError(f"the meshes in '{self.name}' change between "
-                                    f"frames {f - 1} and {f}")
-                for (name, v0, t0), (_, v1, t1) in zip(prev, cur):
-                    if len(v0) != len(v1) or not np.array_equal(t0, t1):
+                changing += len(set(cur) ^ set(prev))
+                for key in set(cur) & set(prev):
+                    (v0, _, c0), (v1, _, c1) = prev[key], cur[key]
+                    if not same_topology((v0, c0), (v1, c1)):
                         raise BakeError(
-                            f"mesh '{name}' changes topology between frames {f - 1} and {f} "
-                            f"({len(v0)} -> {len(v1)} vertices): volume motion follows vertices, so "
-                            "disable the modifier that rebuilds it (remesh, fluid mesh, booleans) "
-                            "or bake from a copy with a fixed topology")
+                            topology_change(_label(key), (v0, c0), (v1, c1)).replace(
+                                "between frames", f"between frames {f - 1} and {f}") +
+                            ": volume motion follows vertices, so disable the modifier that "
+                            "rebuilds it (remesh, fluid mesh, booleans) or bake from a copy "
+                            "with a fixed topology")
                     moved = moved or not np.array_equal(v0, v1)
             prev = cur
         if not moved:
             raise BakeError(f"nothing in '{self.name}' moves between frames {start} and {end}")
+        if changing:
+            self.notes.append(f"{changing} times an object or instance of '{self.name}' appears "
+                              "or disappears between two frames (particles born or dying, "
+                              "visibility keyed): the noise follows each only between frames "
+                              "that both have it")
 
     def flow(self, frame, shape, origin, voxel_size):
         import noise3d
 
-        prev = self._prev if self._prev is not None and self._prev[0] == frame - 1 else \
-            (frame - 1, self.meshes(frame - 1))
+        prev = self._prev[1] if self._prev is not None and self._prev[0] == frame - 1 else \
+            self.meshes(frame - 1)
         cur = self.meshes(frame)
         self._prev = (frame, cur)
-        return noise3d.mesh_motion_field([(v, f) for _, v, f in cur],
-                                         [(v, f) for _, v, f in prev[1]],
+        both = [k for k in cur if k in prev]
+        if not both:
+            return np.zeros(tuple(shape) + (3,), np.float32)
+        # both frames with this frame's triangles: the previous triangulation may differ
+        # where quads turned concave, the vertices are the same
+        return noise3d.mesh_motion_field([cur[k][:2] for k in both],
+                                         [(prev[k][0], cur[k][1]) for k in both],
                                          shape, origin, voxel_size)
 
 
@@ -134,7 +175,7 @@ class VolumeBake:
 
     def __init__(self, scene=None, directory=None, frame_start=None, frame_end=None, domain=None,
                  source_collection=None, resolution=None, channels=None, seed=None, motion=None,
-                 write_density=None, overwrite=None, smoke_domain=None):
+                 write_density=None, overwrite=None, smoke_domain=None, bake_simulations=None):
 
         scene = scene or bpy.context.scene
         self.scene = scene
@@ -142,7 +183,8 @@ class VolumeBake:
                                  domain=domain, source_collection=source_collection,
                                  resolution=resolution, channels=channels, seed=seed,
                                  motion=motion, write_density=write_density,
-                                 overwrite=overwrite, smoke_domain=smoke_domain), VOLUME_ARGS)
+                                 overwrite=overwrite, smoke_domain=smoke_domain,
+                                 bake_simulations=bake_simulations), VOLUME_ARGS)
         self.motion = str(a["motion"]).upper()
         if self.motion == "MESH":
             self.source = MeshSource(scene, _lookup("collection", a["source_collection"],
@@ -163,15 +205,14 @@ class VolumeBake:
         if self.resolution < 2:
             raise BakeError("resolution must be at least 2 voxels")
         self.frame_start, self.frame_end = _frames(scene, a["frame_start"], a["frame_end"])
-        sims = unbaked_simulations(scene)
-        if sims:
-            raise BakeError("bake the simulation caches first (" + ", ".join(sims) + ")")
+        self._simulations = check_simulations(scene, bool(a["bake_simulations"]))
         from noise3d.vdb import openvdb_module
 
         if openvdb_module() is None:
             raise BakeError("OpenVDB is not available in this Blender (bpy.utils."
                             "expose_bundled_modules() found no openvdb): cannot write .vdb files")
-        self.shape, self.origin, self.voxel_size = domain_grid(self.domain, self.resolution)
+        self.shape, self.origin, self.voxel_size = domain_grid(
+            self.domain, self.resolution, evaluated_depsgraph(scene))
         self.directory = _output_dir(a["directory"])
         self.settings = {"channels": self.channels, "seed": self.seed, "shape": list(self.shape),
                          "origin": [float(o) for o in self.origin],
@@ -209,8 +250,11 @@ class VolumeBake:
         import noise3d
 
         scene, total = self.scene, self.frame_end - self.frame_start + 1
-        frame_before = scene.frame_current
+        frame_before = scene.frame_current, scene.frame_subframe
         try:
+            if self._simulations:
+                self.warnings.append(bake_caches(scene, self._simulations))
+                self._simulations = []
             if self.resume_from:
                 last = self.resume_from["last_frame"]
                 state = np.load(os.path.join(self._resume.dir, self.resume_from["state"]))
@@ -219,6 +263,7 @@ class VolumeBake:
                 self.warnings.append(f"resumed after frame {last}")
             else:
                 self.source.prescan(self.frame_start, self.frame_end)
+                self.warnings += getattr(self.source, "notes", [])
                 if self.overwrite:
                     self._resume.clear()
                 w = noise3d.VolumeWarper(self.shape, self.channels, seed=self.seed)
@@ -244,10 +289,11 @@ class VolumeBake:
             self._resume.clear()
             self.files = [self.path(f) for f in range(self.frame_start, self.frame_end + 1)]
         finally:
-            scene.frame_set(frame_before)
+            scene.frame_set(frame_before[0], subframe=frame_before[1])
         self.object = make_volume_object(scene, self.files, self.frame_start,
                                          "density" if self.write_density else
-                                         ("noise" if self.channels == 1 else "noise_0"))
+                                         ("noise" if self.channels == 1 else "noise_0"),
+                                         max(self.shape) * self.voxel_size)
 
     def run(self, progress="print"):
         """progress: a callable(done, total, message), "print" (default) or None (silent)."""
@@ -266,18 +312,20 @@ def bake_volume(scene=None, directory=None, frame_start=None, frame_end=None, do
 
     domain / source_collection: objects or names. options: motion ('MESH': the meshes of
     source_collection; 'SMOKE': the baked cache of the fluid domain smoke_domain, which is also
-    the default domain), smoke_domain, write_density, overwrite. Returns the finished VolumeBake.
+    the default domain), smoke_domain, write_density, overwrite, bake_simulations (see
+    api.bake_texture). Returns the finished VolumeBake.
     """
     bake = VolumeBake(scene, directory, frame_start, frame_end, domain, source_collection,
                       resolution, channels, seed, **options)
     return bake.run(progress)
 
 
-def make_volume_object(scene, files, frame_start, grid="density"):
-    """A Volume object reading the VDB sequence, with a Principled Volume material (Cycles)."""
+def make_volume_object(scene, files, frame_start, grid="density", extent=1.0):
+    """A Volume object reading the VDB sequence, with a material showing the noise as grain
+    (grain_material; `extent`: the domain's longest side in world units)."""
     name = "NoiseWarp Volume"
     for vol in bpy.data.volumes:   # a re-bake into the same folder updates its object
-        if bpy.path.abspath(vol.filepath) == files[0]:
+        if same_file(vol.filepath, files[0]):
             vol.frame_start, vol.frame_duration = frame_start, len(files)
             vol.frame_offset = frame_start - 1
             vol.grids.load()
@@ -285,24 +333,56 @@ def make_volume_object(scene, files, frame_start, grid="density"):
             if users:
                 return users[0]
     vol = bpy.data.volumes.new(name)
-    vol.filepath = files[0]
+    vol.filepath = blend_relative(files[0])
     vol.is_sequence = True
     vol.frame_start = frame_start
     vol.frame_duration = len(files)
     vol.frame_offset = frame_start - 1
     vol.sequence_mode = "CLIP"
     obj = bpy.data.objects.new(name, vol)
+    obj[OWN_TAG] = "volume"      # kept out of the extension's own motion renders
     scene.collection.objects.link(obj)
+    vol.materials.append(grain_material(name, grid, extent))
+    return obj
+
+
+GRAIN_RAMP = (0.5, 1.5)  # noise (σ) where the smoke starts and where it is densest
+GRAIN_DEPTH = 3.4        # mean optical depth across the domain
+GRAIN_COLOR = (0.1, 0.1, 0.1, 1.0)   # dark smoke: it absorbs more than it scatters back
+
+
+def grain_material(name, grid="density", extent=1.0):
+    """Principled Volume showing the noise as grain: empty below GRAIN_RAMP[0] σ, densest
+    above GRAIN_RAMP[1] σ (a third of the voxels hold some smoke), dense enough that a ray across
+    the domain (`extent` world units) meets an optical depth of GRAIN_DEPTH on average. A fog
+    of the grid itself averages to a nearly uniform haze along every ray."""
+    a, b = GRAIN_RAMP
+    phi = lambda x: math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)   # noqa: E731
+    cdf = lambda x: 0.5 * math.erfc(-x / math.sqrt(2.0))                 # noqa: E731
+    mean_ramp = ((phi(a) - phi(b)) - a * (cdf(b) - cdf(a))) / (b - a) + 1.0 - cdf(b)
+    density = GRAIN_DEPTH / (mean_ramp * float(extent))
     mat = bpy.data.materials.new(name)
     if bpy.app.version < (5, 0, 0):  # always on (and deprecated) from 5.0
         mat.use_nodes = True
     nt = mat.node_tree
     nt.nodes.clear()
+    attr = nt.nodes.new("ShaderNodeAttribute")
+    attr.attribute_name = grid
+    # the density grid holds (noise + 3) / 6 (noise3d.vdb.density_from_noise)
+    lo, hi = ((a + 3.0) / 6.0, (b + 3.0) / 6.0) if grid == "density" else (a, b)
+    ramp = nt.nodes.new("ShaderNodeMapRange")
+    ramp.inputs["From Min"].default_value = lo
+    ramp.inputs["From Max"].default_value = hi
+    ramp.inputs["To Min"].default_value = 0.0
+    ramp.inputs["To Max"].default_value = density
+    ramp.clamp = True
     vol_node = nt.nodes.new("ShaderNodeVolumePrincipled")
-    vol_node.inputs["Density"].default_value = 1.0
-    vol_node.inputs["Density Attribute"].default_value = grid
+    vol_node.inputs["Density Attribute"].default_value = ""
+    vol_node.inputs["Color"].default_value = GRAIN_COLOR
     out = nt.nodes.new("ShaderNodeOutputMaterial")
+    nt.links.new(attr.outputs["Fac"], ramp.inputs["Value"])
+    nt.links.new(ramp.outputs["Result"], vol_node.inputs["Density"])
     nt.links.new(vol_node.outputs["Volume"], out.inputs["Volume"])
-    vol_node.location, out.location = (-150, 0), (200, 0)
-    vol.materials.append(mat)
-    return obj
+    for i, node in enumerate((attr, ramp, vol_node, out)):
+        node.location = (i * 250 - 500, 0)
+    return mat

@@ -10,17 +10,27 @@ Environment:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
 _ARCH = None
-_LOCK = threading.Lock()
+LOCK = threading.RLock()
+"""Held by every Taichi compile and launch of the 2D and 3D warpers (and while they use the
+scratch buffers those launches share): Taichi's program state is global, and two threads that
+compile at once fail ('Kernels cannot call other kernels'). Re-entrant, so a step holding it
+can initialise Taichi."""
 
 
 def init():
     """Initialise Taichi once (thread-safe); return the arch in use ('cuda' or 'x64'/'arm64')."""
-    with _LOCK:
+    with LOCK:
         return _init()
+
+
+def lock(backend):
+    """LOCK for the 'taichi' backend, nothing for 'numpy' (NumPy steps may run in parallel)."""
+    return LOCK if backend == "taichi" else contextlib.nullcontext()
 
 
 def _init():

@@ -14,6 +14,8 @@ of what landed on it:
 """
 import numpy as np
 
+from .ops import check_flow
+
 MIN_WEIGHT = 1e-3
 OUTSIDE = 1e6  # a backward displacement this large leaves the frame: fresh noise
 
@@ -22,19 +24,21 @@ def invert_flow(forward: np.ndarray, holes: str = "fill") -> np.ndarray:
     """Backward flow [*spatial, D] on the new grid from a forward flow [*spatial, D] on the old grid."""
     if holes not in ("fill", "fresh"):
         raise ValueError(f"holes must be 'fill' or 'fresh', got {holes!r}")
-    forward = np.asarray(forward, np.float32)
+    forward = np.asarray(forward)
     spatial = forward.shape[:-1]
-    D = forward.shape[-1]
-    if D != len(spatial):
+    D = forward.shape[-1] if forward.ndim else 0
+    if forward.ndim < 2 or D != len(spatial):
         raise ValueError(f"flow of shape {forward.shape}: the last axis must have {len(spatial)} components")
+    forward = check_flow(forward, spatial, name="forward flow")     # finite float32, or ValueError
     n = int(np.prod(spatial))
     grids = np.meshgrid(*[np.arange(s, dtype=np.float64) for s in spatial], indexing="ij")
     # component k of the flow moves along axis k of the array, except in 2D images where the
     # flow is (dx, dy) = (axis 1, axis 0)
     axis_of = [1, 0] if D == 2 else list(range(D))
     target = [None] * D
-    for k in range(D):
-        target[axis_of[k]] = grids[axis_of[k]] + forward[..., k]
+    for k in range(D):    # (clamped just outside the grid: beyond it nothing lands, and no int overflow)
+        ax = axis_of[k]
+        target[ax] = np.clip(grids[ax] + forward[..., k], -2, spatial[ax] + 1)
     base = [np.floor(t) for t in target]
     frac = [t - b for t, b in zip(target, base)]
     wsum = np.zeros(n)

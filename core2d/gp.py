@@ -6,6 +6,12 @@ source positions: the state is the position in frame 0's pixel coordinates of ev
 composed frame by frame, and the noise is ξ there (correlated, not white: for models
 fine-tuned on it). The paper's ε = 2/(π·resolution) in unit-square coordinates is
 ℓ = 2/π pixels, the default here.
+
+The frequencies are rounded to multiples of 2π/T, so the field is exactly T-periodic, with
+T a power of two ≥ 4× the frame and ≥ 64 ℓ (a shift of ≤ 2π/T in the spectrum: invisible).
+Whole periods of any displacement are then dropped exactly, and positions stay within a few T
+of the origin, where float32 resolves ~T/2²⁴ px ≪ ℓ: a long pan keeps its detail and a huge
+(finite) flow gives a proper sample instead of NaN or a constant frame.
 """
 import numpy as np
 
@@ -14,8 +20,14 @@ from . import rng
 DEFAULT_LENGTHSCALE = 2.0 / np.pi
 
 
-def features(seed, channels, J=3000, lengthscale=DEFAULT_LENGTHSCALE):
-    """(z [C, J, 2], b [C, J], w [C, J]) float32, drawn from the counter RNG (rejection for the truncation)."""
+def period(shape, lengthscale):
+    """T: the smallest power of two ≥ 4× the longer side of `shape` and ≥ 64 ℓ (pixels)."""
+    return float(2.0 ** np.ceil(np.log2(max(4.0 * max(shape), 64.0 * lengthscale, 1.0))))
+
+
+def features(seed, channels, J=3000, lengthscale=DEFAULT_LENGTHSCALE, period=None):
+    """(z [C, J, 2], b [C, J], w [C, J]) float32, drawn from the counter RNG (rejection for the
+    truncation); z rounded to multiples of 2π/period when given (a period-periodic field)."""
     j = np.arange(J)
     z = np.zeros((channels, J, 2), np.float32)
     b = np.zeros((channels, J), np.float32)
@@ -30,6 +42,9 @@ def features(seed, channels, J=3000, lengthscale=DEFAULT_LENGTHSCALE):
             z[c][ok] = z_try[ok]
             todo &= ~ok
             attempt += 1
+        if period:
+            step = 2 * np.pi / period
+            z[c] = (np.round(z[c].astype(np.float64) / step) * step).astype(np.float32)
         b[c] = np.float32(2 * np.pi) * rng.uniform(seed, 0, rng.FEATURE, j, 4 * c + 1, 0)
         w[c] = rng.gauss_pair(seed, 0, rng.FEATURE, j, 4 * c + 2, 0)[0]
     return z, b, w
@@ -48,23 +63,32 @@ def evaluate_numpy(pos, z, b, w, chunk=4096):
     return out
 
 
-def compose_positions(pos, flow):
+def compose_positions(pos, flow, period):
     """Frame-0 positions of the new frame's pixels: pos interpolated at p + B(p).
 
     Bilinear inside the frame; outside, the nearest border value plus the offset to it
-    (the map is continued as a translation), so no position is ever lost.
+    (the map is continued as a translation), so no position is ever lost. The field being
+    `period`-periodic, whole periods of B are dropped (fmod is exact) and the result is moved
+    by whole periods towards the origin: positions stay small and precise whatever B.
     """
     H, W = flow.shape[:2]
-    ii, jj = np.mgrid[0:H, 0:W].astype(np.float32)
-    mx, my = jj + flow[..., 0], ii + flow[..., 1]            # source pixel-centre coordinates
+    T = float(period)
+    ii, jj = np.mgrid[0:H, 0:W].astype(np.float64)
+    f = flow.astype(np.float64)
+    mx, my = jj + f[..., 0], ii + f[..., 1]                  # source pixel-centre coordinates
     cx, cy = np.clip(mx, 0, W - 1), np.clip(my, 0, H - 1)
     j0 = np.minimum(np.floor(cx).astype(np.int64), max(W - 2, 0))
     i0 = np.minimum(np.floor(cy).astype(np.int64), max(H - 2, 0))
     j1, i1 = np.minimum(j0 + 1, W - 1), np.minimum(i0 + 1, H - 1)
     fx, fy = (cx - j0)[..., None], (cy - i0)[..., None]
-    out = (pos[i0, j0] * (1 - fx) * (1 - fy) + pos[i0, j1] * fx * (1 - fy)
-           + pos[i1, j0] * (1 - fx) * fy + pos[i1, j1] * fx * fy)
-    out = out + np.stack([mx - cx, my - cy], -1)
+    p = pos.astype(np.float64)
+    out = (p[i0, j0] * (1 - fx) * (1 - fy) + p[i0, j1] * fx * (1 - fy)
+           + p[i1, j0] * (1 - fx) * fy + p[i1, j1] * fx * fy)
+    for k, (m, c, grid) in enumerate(((mx, cx, jj), (my, cy, ii))):
+        r = np.fmod(f[..., k], T)                            # B modulo whole periods, exactly
+        r = np.where(r >= T / 2, r - T, np.where(r < -T / 2, r + T, r))
+        out[..., k] += np.where(np.abs(f[..., k]) < T / 2, m - c, (grid - c) + r)
+        out[..., k] -= T * np.round(np.mean(out[..., k]) / T)
     return out.astype(np.float32)
 
 

@@ -20,22 +20,25 @@ MIN_PIECE = 0.0       # overlaps must be positive (same rule in both backends)
 MAX_SPAN = 64        # cells per axis a polygon may span before it falls back
 
 
-def corner_positions(flow):
-    """Backward map at pixel corners [H+1, W+1, 2] (x, y): flow averaged from the 4 pixel
-    centres around each corner, linearly extrapolated at the border, so affine maps are exact."""
-    H, W = flow.shape[:2]
-    f = flow.astype(np.float32)
-
-    def extend(a, axis):
+def pad_linear(a, axes=(0, 1)):
+    """a with one more row/column on each side along `axes`, linearly extrapolated (so affine
+    fields stay affine)."""
+    for axis in axes:
         n = a.shape[axis]
         first = np.take(a, [0], axis=axis)
         last = np.take(a, [n - 1], axis=axis)
         if n >= 2:
             first = 2 * first - np.take(a, [1], axis=axis)
             last = 2 * last - np.take(a, [n - 2], axis=axis)
-        return np.concatenate([first, a, last], axis=axis)
+        a = np.concatenate([first, a, last], axis=axis)
+    return a
 
-    f = extend(extend(f, 0), 1)
+
+def corner_positions(flow):
+    """Backward map at pixel corners [H+1, W+1, 2] (x, y): flow averaged from the 4 pixel
+    centres around each corner, linearly extrapolated at the border, so affine maps are exact."""
+    H, W = flow.shape[:2]
+    f = pad_linear(flow.astype(np.float32))
     fc = 0.25 * (f[:-1, :-1] + f[1:, :-1] + f[:-1, 1:] + f[1:, 1:])
     ii, jj = np.mgrid[0:H + 1, 0:W + 1].astype(np.float32)
     return np.stack([jj + fc[..., 0], ii + fc[..., 1]], -1).astype(np.float32)
@@ -77,6 +80,7 @@ def boxes(flow, max_span=MAX_SPAN):
     det = np.abs(ex[..., 0] * ey[..., 1] - ex[..., 1] * ey[..., 0])
     scale = np.sqrt(det / np.maximum(bw * bh, 1e-30))
     bw, bh = bw * scale, bh * scale
+    bw, bh = np.nan_to_num(bw, nan=np.inf), np.nan_to_num(bh, nan=np.inf)   # inf - inf: unbounded
     clamped = (bw < MIN_SIDE) | (bh < MIN_SIDE) | (bw > max_span) | (bh > max_span)
     bw, bh = np.clip(bw, MIN_SIDE, max_span), np.clip(bh, MIN_SIDE, max_span)
     ii, jj = np.mgrid[0:H, 0:W].astype(np.float64)
@@ -142,8 +146,11 @@ def outside_area(Pf, H, W):
 
 
 def _bbox(P, H, W):
-    lo = np.floor(P.min(axis=2)).astype(np.int64)
-    hi = np.ceil(P.max(axis=2)).astype(np.int64) - 1
+    # clamped to one cell beyond the frame before the integer conversion: a huge (finite) flow
+    # must not overflow int64 into a frame-wide box
+    edge = np.array([W + 1, H + 1], np.float32)
+    lo = np.floor(np.clip(np.nan_to_num(P.min(axis=2), nan=-1), -1, edge)).astype(np.int64)
+    hi = np.ceil(np.clip(np.nan_to_num(P.max(axis=2), nan=-1), -1, edge)).astype(np.int64) - 1
     j0, i0 = np.maximum(lo[..., 0], 0), np.maximum(lo[..., 1], 0)
     j1, i1 = np.minimum(hi[..., 0], W - 1), np.minimum(hi[..., 1], H - 1)
     return i0, i1, j0, j1
@@ -203,15 +210,16 @@ def step_numpy(x, flow, seed, frame, max_span=MAX_SPAN, footprint="quad"):
 
 # ----------------------------------------------------------------------------- Taichi kernels
 _K = None
+_TF = None
 
 
-def _kernels():
-    global _K
-    if _K is not None:
-        return _K
+def taichi_funcs():
+    """(edge_integral,): the Taichi form of `_edge_integral`, for every kernel that needs exact
+    overlaps (the grid variant here, core2d.flowmap)."""
+    global _TF
+    if _TF is not None:
+        return _TF
     import taichi as ti
-
-    nd = ti.types.ndarray
 
     @ti.func
     def edge_integral(xa, ya, xb, yb):
@@ -238,6 +246,19 @@ def _kernels():
             res = total if dx < 0 else -total
         return res
 
+    _TF = (edge_integral,)
+    return _TF
+
+
+def _kernels():
+    global _K
+    if _K is not None:
+        return _K
+    import taichi as ti
+
+    nd = ti.types.ndarray
+    edge_integral, = taichi_funcs()
+
     @ti.func
     def overlap(P: ti.template(), p, cx, cy):
         total = 0.0
@@ -252,6 +273,8 @@ def _kernels():
         mxx = ti.max(ti.max(P[p, 0, 0], P[p, 1, 0]), ti.max(P[p, 2, 0], P[p, 3, 0]))
         mny = ti.min(ti.min(P[p, 0, 1], P[p, 1, 1]), ti.min(P[p, 2, 1], P[p, 3, 1]))
         mxy = ti.max(ti.max(P[p, 0, 1], P[p, 1, 1]), ti.max(P[p, 2, 1], P[p, 3, 1]))
+        mnx, mxx = ti.min(ti.max(mnx, -1.0), W + 1.0), ti.min(ti.max(mxx, -1.0), W + 1.0)  # as _bbox
+        mny, mxy = ti.min(ti.max(mny, -1.0), H + 1.0), ti.min(ti.max(mxy, -1.0), H + 1.0)
         j0 = ti.max(ti.cast(ti.floor(mnx), ti.i32), 0)
         j1 = ti.min(ti.cast(ti.ceil(mxx), ti.i32) - 1, W - 1)
         i0 = ti.max(ti.cast(ti.floor(mny), ti.i32), 0)

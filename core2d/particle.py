@@ -187,7 +187,7 @@ def step_taichi(x, flow, seed, frame, nearest=False, work=None):
     y = np.empty(x.shape, np.float32) if own else work.other(x, x.shape)
     partition.split_gather(np.ascontiguousarray(x.reshape(-1, C)), w, v_out, seed, frame, 0.0, work,
                            y.reshape(N, C), n, bool(overflow[0]), cell00, partition.PARTICLE, W=W)
-    return y, {}
+    return y, {"fresh_pixels": int(np.count_nonzero(v_out >= 1))}   # as step_numpy
 
 
 # ----------------------------------------------------------------------------- bilinear baseline

@@ -24,6 +24,15 @@ FRESH = 3      # fresh noise for destination a (out of frame, or nothing receive
 DEGRADE = 4    # degradation noise for output pixel a
 SUBPIXEL = 5   # Chang et al. sub-pixel b of cell a
 FEATURE = 6    # random Fourier features (GP warping)
+REVEALED = 7   # fresh noise for a pixel a whose content was not visible in the previous frame
+# Flow-map reference fields: `frame` is the anchor (the frame a reference region started in),
+# a, b the cell's row and column (any integers, taken modulo 2**32), level l < 16.
+REFERENCE = 16   # level-0 cell value
+CHILDREN = 32    # + l: the three Hadamard normals that split a level-l cell into its children
+BRIDGE = 48      # + 16·o + l: midpoints of the Brownian bridge (orientation o < 3) of a level-l leaf
+BRIDGE_FILL = 96  # + 16·o + l: a split point inside that bridge's finest interval, keyed by its pixel
+VOLUME = 144     # + l: 3D reference cell (i, j, k) of level l: a = i, b = j, pair = (8k + m)·P + channel
+                 # pair, m = 0 its level-0 value, 1..7 the Hadamard normals that split it
 
 _M1 = 0x7FEB352D
 _M2 = 0x846CA68B
@@ -42,18 +51,12 @@ def _mix(h: np.ndarray) -> np.ndarray:
 
 
 def seed_key(seed: int) -> int:
-    """Fold a Python int seed of any size into 32 bits (keeps distinct small seeds distinct)."""
-    seed = int(seed)
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    h = np.uint32(0)
+    """The 32-bit key of a seed in [0, 2**32): a bijection, so distinct seeds never share noise;
+    larger seeds are refused (folding them would make two seeds give identical noise)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     with np.errstate(over="ignore"):
-        while True:
-            h = _mix(np.uint32(h ^ np.uint32(seed & 0xFFFFFFFF)) + np.uint32(_GOLD))
-            seed >>= 32
-            if seed == 0:
-                break
-    return int(h)
+        return int(_mix(np.uint32(seed) + np.uint32(_GOLD)))
 
 
 def hash_key(seed: int, frame: int, stream: int, a, b, pair) -> np.ndarray:

@@ -45,8 +45,9 @@ def step_numpy(x, flow, seed, frame, k=4, max_span=grid.MAX_SPAN):
     P, bad = grid.quads(grid.corner_positions(flow), flow, max_span)
     Pf = P.reshape(-1, 4, 2)
     zbar = _zbar(seed, frame, H * W, k, C)
-    lo = np.floor(Pf.min(axis=1) * k).astype(np.int64)          # sub-pixel bbox, clamped to the frame
-    hi = np.ceil(Pf.max(axis=1) * k).astype(np.int64) - 1
+    edge = np.array([W * k + 1, H * k + 1], np.float32)         # sub-pixel bbox, clamped to the frame
+    lo = np.floor(np.clip(Pf.min(axis=1) * k, -1, edge)).astype(np.int64)   # (before int64 can overflow)
+    hi = np.ceil(np.clip(Pf.max(axis=1) * k, -1, edge)).astype(np.int64) - 1
     x0, y0 = np.maximum(lo[:, 0], 0), np.maximum(lo[:, 1], 0)
     x1, y1 = np.minimum(hi[:, 0], W * k - 1), np.minimum(hi[:, 1], H * k - 1)
     acc = np.zeros((H * W, C), np.float32)
@@ -127,10 +128,11 @@ def _kernels():
         mxx = ti.max(ti.max(P[p, 0, 0], P[p, 1, 0]), ti.max(P[p, 2, 0], P[p, 3, 0]))
         mny = ti.min(ti.min(P[p, 0, 1], P[p, 1, 1]), ti.min(P[p, 2, 1], P[p, 3, 1]))
         mxy = ti.max(ti.max(P[p, 0, 1], P[p, 1, 1]), ti.max(P[p, 2, 1], P[p, 3, 1]))
-        x0 = ti.max(ti.cast(ti.floor(mnx * kf), ti.i32), 0)
-        x1 = ti.min(ti.cast(ti.ceil(mxx * kf), ti.i32) - 1, W * k - 1)
-        y0 = ti.max(ti.cast(ti.floor(mny * kf), ti.i32), 0)
-        y1 = ti.min(ti.cast(ti.ceil(mxy * kf), ti.i32) - 1, H * k - 1)
+        ex, ey = ti.cast(W * k + 1, ti.f32), ti.cast(H * k + 1, ti.f32)   # clamped before the cast
+        x0 = ti.max(ti.cast(ti.floor(ti.min(ti.max(mnx * kf, -1.0), ex)), ti.i32), 0)
+        x1 = ti.min(ti.cast(ti.ceil(ti.min(ti.max(mxx * kf, -1.0), ex)), ti.i32) - 1, W * k - 1)
+        y0 = ti.max(ti.cast(ti.floor(ti.min(ti.max(mny * kf, -1.0), ey)), ti.i32), 0)
+        y1 = ti.min(ti.cast(ti.ceil(ti.min(ti.max(mxy * kf, -1.0), ey)), ti.i32) - 1, H * k - 1)
         return x0, x1, y0, y1
 
     @ti.kernel
@@ -202,4 +204,6 @@ def step_taichi(x, flow, seed, frame, k=4, max_span=grid.MAX_SPAN, work=None):
     y = np.empty(x.shape, np.float32) if mine else work.other(x, x.shape)
     gather(np.ascontiguousarray(x.reshape(-1, C)), Pf, area, zb, owner, y.reshape(H * W, C), H, W, k, sub_base,
            fresh_base)
-    return y, {"fallback_pixels": int(bad.sum())}
+    count = np.bincount(owner[owner < H * W], minlength=H * W)        # sub-pixels each pixel gathered
+    fresh = int(np.count_nonzero((count == 0) & (area <= 0)))         # as step_numpy: nothing at all
+    return y, {"fallback_pixels": int(bad.sum()), "fresh_pixels": fresh}

@@ -8,10 +8,40 @@ taken at the new frame. `velocity_to_flow(..., direction="backward")` returns th
 import numpy as np
 
 
+def trilinear(values, coords):
+    """values [X, Y, Z, ...] sampled at index coordinates coords [3, N] (cell i's centre at
+    i), linearly along each axis, in float64: [N, ...]; 0 where a coordinate lies outside
+    [0, n − 1]. The same values as scipy.ndimage.map_coordinates(order=1, mode="constant",
+    cval=0) per component, without SciPy (the Blender extension does not ship it)."""
+    v = np.asarray(values)
+    c = np.asarray(coords, np.float64)
+    nx, ny, nz = v.shape[:3]
+    flat = v.reshape((nx * ny * nz,) + v.shape[3:])
+    inside = np.ones(c.shape[1], bool)
+    lo, step, w = [], [], []
+    for a, n in enumerate((nx, ny, nz)):
+        inside &= (c[a] >= 0) & (c[a] <= n - 1)
+        i0 = np.clip(np.floor(c[a]), 0, max(n - 2, 0)).astype(np.int64)
+        t = np.clip(c[a] - i0, 0.0, 1.0)
+        lo.append(i0)
+        step.append(np.minimum(i0 + 1, n - 1) - i0)
+        w.append((1.0 - t, t))
+    base = (lo[0] * ny + lo[1]) * nz + lo[2]
+    up = (step[0] * ny * nz, step[1] * nz, step[2])
+    out = np.zeros(c.shape[1:] + v.shape[3:])
+    for b0 in (0, 1):
+        for b1 in (0, 1):
+            w01 = w[0][b0] * w[1][b1]
+            for b2 in (0, 1):
+                weight = w01 * w[2][b2]
+                g = flat[base + b0 * up[0] + b1 * up[1] + b2 * up[2]]
+                out += (weight.reshape(weight.shape + (1,) * (g.ndim - 1))) * g
+    out[~inside] = 0.0
+    return out
+
+
 def resample_field(field, src_voxel_size, src_origin, shape, voxel_size, origin):
     """Trilinear resampling of a cell-centred field [x, y, z, D] onto another grid (zero outside)."""
-    from scipy import ndimage
-
     field = np.asarray(field, np.float32)
     svs = np.broadcast_to(np.asarray(src_voxel_size, np.float64), (3,))
     sorg = np.broadcast_to(np.asarray(src_origin, np.float64), (3,))
@@ -22,11 +52,8 @@ def resample_field(field, src_voxel_size, src_origin, shape, voxel_size, origin)
         return field
     # target centres in source index coordinates (source centre i at index i)
     axes = [((np.arange(n) + 0.5) * vs[a] + org[a] - sorg[a]) / svs[a] - 0.5 for a, n in enumerate(shape)]
-    coords = np.stack(np.meshgrid(*axes, indexing="ij"), 0)
-    out = np.empty(shape + field.shape[3:], np.float32)
-    for d in range(field.shape[3]):
-        out[..., d] = ndimage.map_coordinates(field[..., d], coords, order=1, mode="constant", cval=0.0)
-    return out
+    coords = np.stack(np.meshgrid(*axes, indexing="ij"), 0).reshape(3, -1)
+    return trilinear(field, coords).reshape(shape + field.shape[3:]).astype(np.float32)
 
 
 def velocity_to_flow(velocity, dt=1.0, voxel_size=1.0, direction="forward"):
@@ -76,8 +103,6 @@ def index_velocity_flow(velocity, index_to_world, dt, shape, origin, voxel_size)
     v·dt goes through the map's linear part, and its negative, in target voxels, is the
     backtrace the warper consumes. Outside the velocity grid nothing moves.
     """
-    from scipy import ndimage
-
     v = np.asarray(velocity, np.float32)
     if v.ndim != 4 or v.shape[-1] != 3:
         raise ValueError(f"velocity must be [X, Y, Z, 3]; got shape {v.shape}")
@@ -100,9 +125,6 @@ def index_velocity_flow(velocity, index_to_world, dt, shape, origin, voxel_size)
         axes = [(np.arange(n) + 0.5) * vs[a] + org[a] for a, n in enumerate(shape)]
         world = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
         idx = world @ inv[:3, :3].T + inv[:3, 3]
-        step = np.empty((idx.shape[0], 3), np.float64)
-        for a in range(3):
-            step[:, a] = ndimage.map_coordinates(v[..., a], idx.T, order=1, mode="constant",
-                                                 cval=0.0)
+        step = trilinear(v, idx.T).astype(np.float32)   # the velocity's precision
         disp = step @ lin.T
     return np.ascontiguousarray(-disp.reshape(shape + (3,)), np.float32)

@@ -16,7 +16,13 @@ far-apart "anchor" samples with a tiny weight keep the 4×4 system non-singular 
 nearest samples are coplanar. It fades to the background with a smoothstep of the distance.
 Several meshes: inside wins; overlapping bands average.
 """
+import warnings
+
 import numpy as np
+
+from core2d.ops import check_int, check_number
+
+from .vdb import _placement
 
 _EPS_ANCHOR = 1e-4
 
@@ -32,11 +38,16 @@ def _as_meshes(mesh, what):
     out = []
     for m in items:
         if hasattr(m, "vertices") and hasattr(m, "faces"):
-            V, F = np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
+            V, F = np.asarray(m.vertices), np.asarray(m.faces)
         elif isinstance(m, (list, tuple)) and len(m) == 2:
-            V, F = np.asarray(m[0], np.float64), np.asarray(m[1], np.int64)
+            V, F = np.asarray(m[0]), np.asarray(m[1])
         else:
-            V, F = np.asarray(m, np.float64), None
+            V, F = np.asarray(m), None
+        if V.dtype.kind not in "fiu":
+            raise ValueError(f"{what}: vertices must be numbers; got dtype {V.dtype}")
+        if F is not None and F.size and F.dtype.kind not in "iu":
+            raise ValueError(f"{what}: face indices must be integers; got dtype {F.dtype}")
+        V, F = V.astype(np.float64), (None if F is None else F.astype(np.int64))
         if V.ndim != 2 or V.shape[1] != 3:
             raise ValueError(f"{what}: vertices must be [n, 3]; got shape {V.shape}")
         if not np.isfinite(V).all():
@@ -53,13 +64,10 @@ def _is_mesh_like(m):
 
 
 def _grid_params(shape, origin, voxel_size):
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be three positive sizes (X, Y, Z); got {shape}")
-    origin = np.broadcast_to(np.asarray(origin, np.float64), (3,)).copy()
-    vs = np.broadcast_to(np.asarray(voxel_size, np.float64), (3,)).copy()
-    if not (np.isfinite(origin).all() and np.isfinite(vs).all() and (vs > 0).all()):
-        raise ValueError(f"voxel size must be positive and origin finite; got {voxel_size}, {origin}")
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3:
+        raise ValueError(f"shape must be three positive integers (X, Y, Z); got {shape!r}")
+    shape = tuple(check_int("each size of shape", n) for n in shape)
+    vs, origin = _placement(voxel_size, origin)
     return shape, origin, vs
 
 
@@ -132,12 +140,17 @@ def _ray_hits(P, F, shape, offset=_RAY_OFFSET):
             np.sign(area2[t[hit]]).astype(np.int32))
 
 
+def open_edges(F):
+    """How many edges are not shared by exactly two triangles (0: the mesh bounds a solid)."""
+    e = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(e[:, 0].astype(np.int64) * (int(F.max()) + 1) + e[:, 1], return_counts=True)
+    return int((counts != 2).sum()) if len(counts) else 1
+
+
 def is_closed(F):
     """Every edge shared by exactly two triangles: the mesh bounds a solid (open sheets get
     only the band around their surface, no inside)."""
-    e = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
-    _, counts = np.unique(e[:, 0].astype(np.int64) * (int(F.max()) + 1) + e[:, 1], return_counts=True)
-    return bool(len(counts)) and bool((counts == 2).all())
+    return open_edges(F) == 0
 
 
 def winding_numbers(P, F, shape):
@@ -342,8 +355,7 @@ def _band_fit(S, DS, anchors, inside, shape, lat, lpts, stride, band, k, spacing
     not computed). Far from the surface the fit uses a coarser sample set (spacing ∝ distance),
     which keeps the neighbour search cheap.
     """
-    from scipy import ndimage
-    from scipy.spatial import cKDTree
+    from .nearest import SampleGrid, capped_edt
 
     lshape = tuple(len(c) for c in lat)
     # distance (voxels) from each lattice point to the nearest surface-sample cell: an EDT on
@@ -356,13 +368,15 @@ def _band_fit(S, DS, anchors, inside, shape, lat, lpts, stride, band, k, spacing
     occ = np.zeros(cshape, bool)
     cc = np.clip(cell[reach], 0, np.array(cshape) - 1)
     occ[cc[:, 0], cc[:, 1], cc[:, 2]] = True
-    dist_c = ndimage.distance_transform_edt(~occ) * stride
+    # lattice points needed: those bracketing a voxel of the band outside the surface (inside
+    # voxels take the ray blend, so only a thin inner layer of the lattice is used); farther
+    # distances are never looked at, so the transform stops there (inf beyond)
+    far = band + 2.0 * stride + 2.0
+    dist_c = capped_edt(occ, far / stride) * stride
     li = np.minimum(lpts // stride, np.array(cshape) - 1)
     dl = dist_c[li[:, 0], li[:, 1], li[:, 2]]
-    # lattice points needed: those bracketing a voxel of the band outside the surface (inside
-    # voxels take the ray blend, so only a thin inner layer of the lattice is used)
     lin = inside[lpts[:, 0], lpts[:, 1], lpts[:, 2]]
-    need = dl <= np.where(lin, 2.0 * stride + 2.0, band + 2.0 * stride + 2.0)
+    need = dl <= np.where(lin, 2.0 * stride + 2.0, far)
     ids = np.flatnonzero(need)
     pts = lpts[ids] + 0.5
     level = np.clip(np.floor(np.log2(np.maximum(dl[ids], 1.0) / 4.0)) + 1, 0, 6).astype(int)
@@ -371,7 +385,7 @@ def _band_fit(S, DS, anchors, inside, shape, lat, lpts, stride, band, k, spacing
     for lv in np.unique(level):
         Sl, DSl = _subsample(S, DS, 2.0 ** lv * spacing)
         sel = level == lv
-        d, d0 = local_affine_fit(pts[sel], Sl, DSl, cKDTree(Sl), k=k, anchors=anchors)
+        d, d0 = local_affine_fit(pts[sel], Sl, DSl, SampleGrid(Sl), k=k, anchors=anchors)
         disp_l[ids[sel]] = d
         dist_l[ids[sel]] = d0
     # back to every voxel (trilinear, exact for affine fields)
@@ -398,18 +412,13 @@ def mesh_motion_field(mesh_a, mesh_b, shape, origin, voxel_size, band=3.0, backg
     Swap the meshes (mesh_motion_field(mesh_b, mesh_a, ...)) to get the backward flow on the
     second frame's grid, which is what VolumeWarper.step uses by default.
     """
-    from scipy import ndimage
-    from scipy.spatial import cKDTree
+    from .nearest import SampleGrid
 
     shape, origin, vs = _grid_params(shape, origin, voxel_size)
-    band = float(band)
-    if not np.isfinite(band) or band < 0:
-        raise ValueError(f"band must be a non-negative number of voxels; got {band}")
-    if stride is None:
-        stride = 2 if max(shape) >= 64 else 1
-    stride = int(stride)
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1; got {stride}")
+    band = check_number("band (voxels)", band, positive=False)
+    k = check_int("k (neighbours)", k)
+    spacing = check_number("spacing (voxels)", spacing)
+    stride = check_int("stride", stride if stride is not None else 2 if max(shape) >= 64 else 1)
     A = _as_meshes(mesh_a, "mesh_a")
     B = _as_meshes(mesh_b, "mesh_b")
     if len(A) != len(B):
@@ -436,12 +445,17 @@ def mesh_motion_field(mesh_a, mesh_b, shape, origin, voxel_size, band=3.0, backg
     wsum = np.zeros(shape, np.float32)
     inside_any = np.zeros(shape, bool)
     meshes = []
-    for (Va, Fa), (Vb, _) in zip(A, B):
+    for m, ((Va, Fa), (Vb, _)) in enumerate(zip(A, B)):
         P = (Va - origin) / vs
         D = (Vb - Va) / vs
         inside = np.zeros(shape, bool)
-        if Fa is not None and len(Fa) and is_closed(Fa):
+        n_open = open_edges(Fa) if Fa is not None and len(Fa) else 0
+        if Fa is not None and len(Fa) and not n_open:
             inside = winding_numbers(P, Fa, shape) != 0
+        elif n_open:
+            warnings.warn(f"mesh {m} is not closed ({n_open} edge(s) not shared by exactly two triangles): "
+                          f"it has no inside, so its motion reaches only {band:g} voxels from its surface and "
+                          "fades to the background beyond; close the mesh to move its interior", stacklevel=2)
         meshes.append((P, D, Fa, inside))
         inside_any |= inside
 
@@ -459,7 +473,7 @@ def mesh_motion_field(mesh_a, mesh_b, shape, origin, voxel_size, band=3.0, backg
             if not valid.all():   # no crossing pair on any axis (degenerate rays): the local fit
                 bad = ins_ids[~valid]
                 pts_bad = np.stack(np.unravel_index(bad, shape), 1) + 0.5
-                d_in[~valid] = local_affine_fit(pts_bad, S, DS, cKDTree(S), k=k, anchors=(SA, DA))[0]
+                d_in[~valid] = local_affine_fit(pts_bad, S, DS, SampleGrid(S), k=k, anchors=(SA, DA))[0]
             disp.reshape(-1, 3)[ins_ids] = d_in
         f = _smoothstep_falloff(dist, np.float32(band)) if band > 0 else np.zeros(shape, np.float32)
         f[inside] = 1.0

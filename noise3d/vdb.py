@@ -9,10 +9,17 @@ units. OpenVDB puts index (i, j, k) at the voxel *centre*, so the grid transform
 scale(voxel_size) then translate(origin + voxel_size/2): the volume lands where its domain was.
 """
 import os
+import threading
+import zipfile
+import zlib
 
 import numpy as np
 
 from core2d.atomic import atomic_path
+
+from . import vdbfile
+
+_READ_LOCK = threading.Lock()   # OpenVDB's delayed loading is switched off (process-wide) while reading
 
 _OPENVDB = False  # not looked up yet
 
@@ -64,8 +71,12 @@ def _expose_blender_openvdb():
 
 
 def _placement(voxel_size, origin):
-    vs = np.broadcast_to(np.asarray(voxel_size, np.float64), (3,)).copy()
-    org = np.broadcast_to(np.asarray(origin, np.float64), (3,)).copy()
+    vs, org = np.asarray(voxel_size), np.asarray(origin)
+    if vs.dtype.kind not in "fiu" or org.dtype.kind not in "fiu" or vs.ndim > 1 or org.ndim > 1 \
+            or vs.size not in (1, 3) or org.size not in (1, 3):
+        raise ValueError(f"voxel size and origin must be numbers or 3-vectors; got {voxel_size!r}, {origin!r}")
+    vs = np.broadcast_to(vs.astype(np.float64), (3,)).copy()
+    org = np.broadcast_to(org.astype(np.float64), (3,)).copy()
     if not (np.isfinite(vs).all() and (vs > 0).all() and np.isfinite(org).all()):
         raise ValueError(f"voxel size must be positive and origin finite; got {voxel_size}, {origin}")
     return vs, org
@@ -94,20 +105,9 @@ def write_vdb(path, noise, voxel_size, origin, name="noise", density=None):
     Without openvdb the data goes to `path` with a .npz suffix. Written atomically.
     Returns the path actually written.
     """
-    noise = np.asarray(noise, np.float32)
-    if noise.ndim == 3:
-        noise = noise[..., None]
-    if noise.ndim != 4:
-        raise ValueError(f"noise must be [X, Y, Z] or [X, Y, Z, C]; got shape {noise.shape}")
+    noise = _volume(noise, "noise")
     vs, org = _placement(voxel_size, origin)
-    if density is True:
-        density = density_from_noise(noise)
-    elif density is not None and density is not False:
-        density = np.asarray(density, np.float32)
-        if density.shape != noise.shape[:3]:
-            raise ValueError(f"density has shape {density.shape}; expected {noise.shape[:3]}")
-    else:
-        density = None
+    density = _density(density, noise)
     path = os.fspath(path)
     vdb = openvdb_module()
     if vdb is None:
@@ -123,18 +123,43 @@ def write_vdb(path, noise, voxel_size, origin, name="noise", density=None):
     return path
 
 
+def _volume(values, what):
+    """[X, Y, Z] or [X, Y, Z, C] finite values as float32 [X, Y, Z, C]: NaN/inf are refused, not
+    written (OpenVDB would store a NaN voxel as an inactive background 0)."""
+    a = np.asarray(values)
+    if a.dtype.kind not in "fiu":
+        raise ValueError(f"{what} must be a numeric array; got dtype {a.dtype}")
+    a = a.astype(np.float32, copy=False)
+    if a.ndim == 3:
+        a = a[..., None]
+    if a.ndim != 4 or 0 in a.shape:
+        raise ValueError(f"{what} must be [X, Y, Z] or [X, Y, Z, C]; got shape {np.shape(values)}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} contains {int((~np.isfinite(a)).sum())} NaN/inf value(s)")
+    return a
+
+
+def _density(density, noise):
+    """None, or the [X, Y, Z] density grid to write beside `noise` (True: from channel 0)."""
+    if density is None or density is False:
+        return None
+    if density is True:
+        return density_from_noise(noise)
+    d = _volume(density, "density")
+    if d.shape != noise.shape[:3] + (1,):
+        raise ValueError(f"density has shape {np.shape(density)}; expected {noise.shape[:3]}")
+    return d[..., 0]
+
+
 def write_npz(path, noise, voxel_size, origin, name="noise", density=None):
     """The .npz form of write_vdb (same arrays, same placement); the suffix becomes .npz."""
-    noise = np.asarray(noise, np.float32)
-    if noise.ndim == 3:
-        noise = noise[..., None]
+    noise = _volume(noise, "noise")
     vs, org = _placement(voxel_size, origin)
     path = os.path.splitext(os.fspath(path))[0] + ".npz"
     arrays = dict(noise=noise, voxel_size=vs, origin=org, name=np.array(name))
-    if density is True:
-        density = density_from_noise(noise)
-    if density is not None and density is not False:
-        arrays["density"] = np.asarray(density, np.float32)
+    density = _density(density, noise)
+    if density is not None:
+        arrays["density"] = density
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -143,7 +168,7 @@ def write_npz(path, noise, voxel_size, origin, name="noise", density=None):
 
 def _grid(vdb, cls, values, name, vs, org, fog):
     g = cls()
-    g.copyFromArray(np.ascontiguousarray(values))
+    g.copyFromArray(np.require(values, requirements="CW"))      # the binding refuses read-only arrays
     g.name = name
     g.transform = _transform(vdb, vs, org)
     if fog:
@@ -155,6 +180,8 @@ def read_vdb(path, name="noise"):
     """Read what write_vdb wrote (or any float/vector grid): (noise [X, Y, Z, C], voxel_size [3], origin [3]).
 
     Several channels are found as `name_0`, `name_1`, …; a vector grid gives 3 channels.
+    The file's structure is checked first (noise3d.vdbfile), so a damaged file gives ValueError
+    instead of exhausting memory.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -164,43 +191,95 @@ def read_vdb(path, name="noise"):
         else:
             raise ValueError(f"{path}: no such file")
     if path.endswith(".npz"):
-        with np.load(path) as z:
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: not a readable .npz ({exc})") from None
+        with z:
             key = name if name in z.files else ("noise" if "noise" in z.files else name)
             if key not in z.files:
                 raise ValueError(f"{path}: no array named {name!r} (arrays: {', '.join(z.files)})")
-            data = np.asarray(z[key], np.float32)
-            if data.ndim == 3:
-                data = data[..., None]
-            vs = np.asarray(z["voxel_size"], np.float64) if "voxel_size" in z.files else np.ones(3)
-            org = np.asarray(z["origin"], np.float64) if "origin" in z.files else np.zeros(3)
-        return data, np.broadcast_to(vs, (3,)).copy(), np.broadcast_to(org, (3,)).copy()
+            try:
+                data = _volume(z[key], f"array {key!r}")
+                vs, org = _placement(z["voxel_size"] if "voxel_size" in z.files else 1.0,
+                                     z["origin"] if "origin" in z.files else 0.0)
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+                raise ValueError(f"{path}: {exc}") from None
+        return data, vs, org
     vdb = openvdb_module()
     if vdb is None:
         raise ValueError(f"{path}: reading .vdb needs the openvdb module (install the bpy wheel)")
-    try:
-        grids, _ = vdb.readAll(path)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable OpenVDB file ({exc})") from None
-    by_name = {g.name: g for g in grids}
-    if name in by_name:
-        chosen = [by_name[name]]
-    else:
-        chosen, k = [], 0
-        while f"{name}_{k}" in by_name:
-            chosen.append(by_name[f"{name}_{k}"])
-            k += 1
+
+    def pick(names):
+        if name in names:
+            return [name]
+        chosen = []
+        while f"{name}_{len(chosen)}" in names:
+            chosen.append(f"{name}_{len(chosen)}")
         if not chosen:
-            raise ValueError(f"{path}: no grid named {name!r} (grids: {', '.join(sorted(by_name))})")
-    return _grids_to_array(chosen, path)
+            raise ValueError(f"{path}: no grid named {name!r} (grids: {', '.join(sorted(set(names)))})")
+        return chosen
+
+    grids = _read_grids(vdb, path, pick)
+    try:
+        return _grids_to_array(grids, path)
+    except RuntimeError as exc:      # the binding could not convert a damaged name or metadata
+        raise ValueError(f"{path}: unreadable grid metadata ({exc})") from None
+
+
+def _read_grids(vdb, path, pick):
+    """The grids `pick(names)` chooses, read by OpenVDB once vdbfile.walk has checked the file
+    (delayed loading off, so OpenVDB reads exactly the bytes the walk checked)."""
+    try:
+        chosen = pick([g.name for g in vdbfile.walk(path, pick).values()])
+    except vdbfile.Corrupt as exc:
+        raise ValueError(f"{path}: damaged or unsupported OpenVDB file ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc})") from None
+    grids = []
+    with _READ_LOCK:
+        before = os.environ.get("OPENVDB_DISABLE_DELAYED_LOAD")
+        os.environ["OPENVDB_DISABLE_DELAYED_LOAD"] = "1"
+        try:
+            for gname in chosen:
+                grids.append(vdb.read(path, gname))
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable OpenVDB file ({exc})") from None
+        finally:
+            if before is None:
+                del os.environ["OPENVDB_DISABLE_DELAYED_LOAD"]
+            else:
+                os.environ["OPENVDB_DISABLE_DELAYED_LOAD"] = before
+    return grids
+
+
+def _dense(shape, vector, path, what):
+    """A zero float32 array for a dense copy of a grid, refused when it could not fit in memory
+    (a damaged bounding box or shape must not take the machine down)."""
+    shape = tuple(int(n) for n in shape) + ((3,) if vector else ())
+    nbytes = 4 * float(np.prod(shape, dtype=np.float64))
+    if nbytes > _memory_budget():
+        raise ValueError(f"{path}: {what} of shape {shape} needs {nbytes / 2**30:.1f} GiB, more than half "
+                         "the memory available; the file is damaged or the grid too large to read densely")
+    return np.zeros(shape, np.float32)
+
+
+def _memory_budget():
+    try:
+        return 0.5 * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2.0 ** 34
 
 
 def _grids_to_array(grids, path):
     g0 = grids[0]
     meta = dict(g0.metadata)
     vs = np.asarray(g0.transform.voxelSize(), np.float64)
+    if not (np.isfinite(vs).all() and (vs > 0).all()):
+        raise ValueError(f"{path}: grid {g0.name!r} has voxel size {vs}")
     if "noisewarp_shape" in meta:
         lo = np.zeros(3, np.int64)
-        shape = tuple(int(round(n)) for n in meta["noisewarp_shape"])
+        shape = _declared_shape(meta["noisewarp_shape"], grids, path)
     else:
         bbox = [g.evalActiveVoxelBoundingBox() for g in grids]
         lo = np.min([b[0] for b in bbox], axis=0).astype(np.int64)
@@ -208,16 +287,34 @@ def _grids_to_array(grids, path):
         shape = tuple(int(n) for n in np.maximum(hi - lo + 1, 1))
     centre = np.asarray(g0.transform.indexToWorld(tuple(int(v) for v in lo)), np.float64)
     origin = centre - vs / 2
+    if any(n < 1 for n in shape):
+        raise ValueError(f"{path}: grid {g0.name!r} declares shape {shape}")
     chans = []
     for g in grids:
         vector = g.valueTypeName.startswith("vec3")
-        arr = np.zeros(shape + ((3,) if vector else ()), np.float32)
+        arr = _dense(shape, vector, path, f"grid {g.name!r}")
         g.copyToArray(arr, ijk=tuple(int(v) for v in lo))
         chans.append(arr if vector else arr[..., None])
     data = np.concatenate(chans, axis=-1)
     if not np.isfinite(data).all():
         raise ValueError(f"{path}: grid {g0.name!r} contains NaN/inf values")
     return data, vs, origin
+
+
+def _declared_shape(value, grids, path):
+    """The dense shape write_vdb recorded, checked against the active voxels it must contain."""
+    try:
+        shape = tuple(int(n) for n in value)
+        ok = len(shape) == 3 and all(n >= 1 and n == m for n, m in zip(shape, value))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path}: metadata noisewarp_shape={value!r} is not three positive sizes")
+    for g in grids:
+        if g.activeVoxelCount() and not (min(g.evalActiveVoxelBoundingBox()[0]) >= 0 and all(
+                h < n for h, n in zip(g.evalActiveVoxelBoundingBox()[1], shape))):
+            raise ValueError(f"{path}: grid {g.name!r} has active voxels outside its declared shape {shape}")
+    return shape
 
 
 def read_dense(path, name, shape):
@@ -228,18 +325,25 @@ def read_dense(path, name, shape):
     vdb = openvdb_module()
     if vdb is None:
         raise ValueError(f"{path}: reading .vdb needs the openvdb module (install the bpy wheel)")
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
-    try:
-        grid = vdb.read(os.fspath(path), name)
-    except Exception as exc:
-        raise ValueError(f"{path}: no readable grid named {name!r} ({exc})") from None
+
+    def pick(names):
+        if name not in names:
+            raise ValueError(f"{path}: no grid named {name!r} (grids: {', '.join(sorted(set(names)))})")
+        return [name]
+
+    grid, = _read_grids(vdb, path, pick)
     vector = grid.valueTypeName.startswith("vec3")
-    arr = np.zeros(tuple(int(n) for n in shape) + ((3,) if vector else ()), np.float32)
+    arr = _dense(shape, vector, path, f"grid {name!r}")
     grid.copyToArray(arr, ijk=(0, 0, 0))
     if not np.isfinite(arr).all():
         raise ValueError(f"{path}: grid {name!r} contains NaN/inf values")
-    return arr, str(dict(grid.metadata).get("class", ""))
+    try:
+        return arr, str(dict(grid.metadata).get("class", ""))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: unreadable grid metadata ({exc})") from None
 
 
 def read_velocity(path, name="velocity"):

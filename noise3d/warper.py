@@ -14,12 +14,18 @@ so they agree to float tolerance and each is bit-reproducible whatever the threa
 """
 import json
 import os
+import threading
+import zipfile
+import zlib
 
 import numpy as np
 
-from core2d import ops, partition, rng
+from core2d import _taichi, ops, partition, rng
+from core2d.warper import Serialised
 
-METHODS = ("particle", "supersample")
+from . import flowmap
+
+METHODS = ("particle", "supersample", "flowmap")
 BACKENDS = ("auto", "taichi", "numpy")
 
 
@@ -88,8 +94,6 @@ def _taichi_kernels():
     global _KERNELS
     if _KERNELS is not None:
         return _KERNELS
-    from core2d import _taichi
-
     _taichi.init()
     _KERNELS = _build_kernels()
     return _KERNELS
@@ -138,17 +142,21 @@ def particle_step_taichi(x, flow, seed, frame, buffers=None, factor=1):
 
 
 # ----------------------------------------------------------------------------- the warper
+def _read_only(a):
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def _resolve_backend(backend):
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "auto":
-        from core2d import _taichi
-
         return "taichi" if _taichi.available() else "numpy"
     return backend
 
 
-class VolumeWarper:
+class VolumeWarper(Serialised):
     """Warped white noise on a voxel grid: `noise` is [X, Y, Z, C] float32, i.i.d. N(0,1) every frame.
 
         v = VolumeWarper((64, 64, 64), channels=4, method="particle", seed=0)
@@ -160,77 +168,126 @@ class VolumeWarper:
     output being its ∫-pooling. The footprint error of the particle method (it ignores the
     rotation and scale of the preimage) shrinks with the fine cell size, so the result tends to
     the exact polyhedral overlaps, and sub-voxel motion diffuses `factor`× less.
+    method "flowmap": every frame integrates one reference field over each voxel's preimage
+    through the composed map (noise3d.flowmap): white every frame, no diffusion over time.
+    Options `depth` (reference cells of 2^-depth voxel, 1 or 2) and `reanchor` (as 2D);
+    `step(..., revealed=mask)` starts new reference regions at revealed voxels (the other
+    methods give them fresh noise); `last_stats` reports what the step did.
+
+    Threads: as core2d.NoiseWarper (steps of one warper serialised; Taichi launches of all
+    warpers, 2D and 3D, one at a time under core2d._taichi.LOCK).
     """
 
     def __init__(self, shape, channels=1, method="particle", seed=0, backend="auto", factor=2,
-                 noise=None):
-        shape = tuple(int(n) for n in shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"shape must be three positive sizes (X, Y, Z); got {shape}")
-        channels = int(channels)
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1; got {channels}")
+                 noise=None, depth=flowmap.DEPTH, reanchor=flowmap.REANCHOR):
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3:
+            raise ValueError(f"shape must be three positive integers (X, Y, Z); got {shape!r}")
+        shape = tuple(ops.check_int("each size of shape", n) for n in shape)
+        channels = ops.check_int("channels", channels)
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-        factor = int(factor) if method == "supersample" else 1
-        if factor < 1:
-            raise ValueError(f"supersampling factor must be >= 1; got {factor}")
+        factor = ops.check_int("supersampling factor", factor)
+        if method != "supersample":
+            factor = 1
         if np.prod([n * factor for n in shape], dtype=np.float64) >= 2 ** 31:
             raise ValueError(f"volume {shape} × factor {factor} has too many voxels (the kernels "
                              "index cells with 32-bit integers); use a smaller shape or factor")
+        if method == "flowmap":
+            if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or not 1 <= depth <= flowmap.MAX_DEPTH:
+                raise ValueError(f"depth must be 1 or {flowmap.MAX_DEPTH} for the volume flow map; got {depth!r}")
+            reanchor = float(reanchor or 0)
+            if not (reanchor == 0 or 1 < reanchor < np.inf):
+                raise ValueError(f"reanchor must be 0 (never) or a threshold above 1; got {reanchor!r}")
+            if noise is not None:
+                raise ValueError("method 'flowmap' draws its own reference noise: initial noise cannot be given")
+        self.depth, self.reanchor = int(depth), float(reanchor)
+        self.last_stats = {}
         self.shape = shape
         self.channels = channels
         self.method = method
         self.factor = factor
         self.backend = _resolve_backend(backend)
+        self.seed = rng.seed_key(seed)              # an integer in [0, 2**32), or ValueError
         self._user_seed = int(seed)
-        self.seed = rng.seed_key(seed)
         self.frame = 0
+        self._lock = threading.RLock()
         self._buffers = None
         fine = tuple(n * factor for n in shape)
-        if noise is not None:
+        if method == "flowmap":
+            with _taichi.lock(self.backend):
+                self._state = flowmap.VolumeMap.start(shape, self.seed, channels, self.depth, self.backend)
+        elif noise is not None:
             noise = np.asarray(noise, np.float32)
             if noise.shape != fine + (channels,):
                 raise ValueError(f"initial noise has shape {noise.shape}; expected {fine + (channels,)}"
                                  + (" (the fine state)" if factor > 1 else ""))
             if not np.isfinite(noise).all():
                 raise ValueError("initial noise contains NaN/inf")
-            self._state = np.ascontiguousarray(noise)
+            self._state = np.array(noise, np.float32, order="C")      # a copy: the caller keeps theirs
         else:
             n = int(np.prod(fine))
             self._state = rng.gauss(self.seed, 0, rng.INIT, np.arange(n), 0, channels).reshape(fine + (channels,))
 
     @property
     def noise(self) -> np.ndarray:
-        """The current frame, [X, Y, Z, C] float32 (the ∫-pooled state for method='supersample')."""
-        return ops.pool(self._state, self.factor) if self.factor > 1 else self._state
+        """The current frame, [X, Y, Z, C] float32 (the ∫-pooled state for method='supersample'),
+        read-only: writing to it must not change the warper (copy it to modify)."""
+        if self.method == "flowmap":
+            return _read_only(self._state.noise)
+        return _read_only(ops.pool(self._state, self.factor) if self.factor > 1 else self._state)
 
     @property
     def state(self) -> np.ndarray:
-        """The internal noise, [sX, sY, sZ, C] (equal to `noise` for method='particle')."""
-        return self._state
+        """The internal noise, [sX, sY, sZ, C] (equal to `noise` for methods 'particle', 'flowmap'), read-only."""
+        return _read_only(self._state.noise if self.method == "flowmap" else self._state)
 
     def save(self, path):
         """Write the state and what made it to an .npz, atomically; `load` resumes exactly."""
         from core2d.atomic import atomic_path
 
-        config = dict(shape=list(self.shape), channels=self.channels, method=self.method,
-                      seed=self._user_seed, factor=self.factor, frame=self.frame)
+        with self._lock:
+            config = dict(shape=list(self.shape), channels=self.channels, method=self.method,
+                          seed=self._user_seed, factor=self.factor, frame=self.frame)
+            extra = {}
+            if self.method == "flowmap":
+                config.update(depth=self.depth, reanchor=self.reanchor)
+                extra = self._state.arrays()
+            state = self.state
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, config=json.dumps(config), state=self._state)
+                np.savez(f, config=json.dumps(config), state=state, **extra)
 
     @classmethod
     def load(cls, path, backend="auto"):
+        """A warper resumed from a `save` file; any damaged or foreign file is one ValueError
+        (the state must be finite white noise of the saved shape, the frame a count)."""
         path = os.fspath(path)
         try:
             with np.load(path, allow_pickle=False) as d:
                 config, state = json.loads(str(d["config"])), d["state"]
-        except (OSError, ValueError, KeyError) as exc:
+                arrays = {k: d[k] for k in d.files if k.startswith("flowmap_")}
+        except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
-        frame = config.pop("frame")
-        v = cls(**config, backend=backend, noise=state)
-        v.frame = int(frame)
+        try:
+            if not isinstance(config, dict):
+                raise ValueError("saved config must be a JSON object")
+            frame = config.pop("frame", None)
+            if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+                raise ValueError(f"saved frame must be a non-negative integer, got {frame!r}")
+            ops.check_white(state, "saved state")
+            if config.get("method") == "flowmap":
+                v = cls(**config, backend=backend)
+                try:
+                    v._state = flowmap.VolumeMap.from_arrays(arrays, np.array(state, np.float32))
+                except KeyError as exc:
+                    raise ValueError(f"not a saved volume warper state (missing {exc})") from None
+            else:
+                v = cls(**config, backend=backend, noise=state)
+        except TypeError as exc:
+            raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        v.frame = frame
         return v
 
     def backward_flow(self, flow, direction="backward"):
@@ -245,21 +302,51 @@ class VolumeWarper:
             flow = ops.check_flow(flow, self.shape, frame=self.frame + 1, name="inverted flow")
         return flow
 
-    def step(self, flow, direction="backward") -> np.ndarray:
-        """Advance one frame along `flow`; return the new noise. Bad flow: ValueError, state untouched."""
-        flow = self.backward_flow(flow, direction)
-        frame = self.frame + 1
-        if self.backend == "taichi":
-            if self._buffers is None:
-                self._buffers = _Buffers(int(np.prod(self._state.shape[:3])), self.channels)
-            y = particle_step_taichi(self._state, flow, self.seed, frame, self._buffers, self.factor)
-        else:
-            if self.factor > 1:
-                flow = ops.upsample_flow(flow, self.factor)
-            y = particle_step_numpy(self._state, flow, self.seed, frame)
-        self._state = y
-        self.frame = frame
-        return self.noise
+    def step(self, flow, direction="backward", revealed=None) -> np.ndarray:
+        """Advance one frame along `flow`; return the new noise. Bad flow: ValueError, state untouched.
+
+        revealed: optional bool [X, Y, Z] mask of voxels whose content was not visible in the
+        previous frame: fresh noise there ('flowmap': a new reference region)."""
+        with self._lock:
+            flow = self.backward_flow(flow, direction)
+            frame = self.frame + 1
+            revealed = self._check_revealed(revealed, frame)
+            if self.method == "flowmap":
+                with _taichi.lock(self.backend):
+                    self._state, self.last_stats = flowmap.step(self._state, flow, revealed, self.seed, frame,
+                                                                self.depth, self.reanchor, self.backend)
+                self.frame = frame
+                return self.noise
+            if self.backend == "taichi":
+                with _taichi.LOCK:
+                    if self._buffers is None:
+                        self._buffers = _Buffers(int(np.prod(self._state.shape[:3])), self.channels)
+                    y = particle_step_taichi(self._state, flow, self.seed, frame, self._buffers, self.factor)
+            else:
+                if self.factor > 1:
+                    flow = ops.upsample_flow(flow, self.factor)
+                y = particle_step_numpy(self._state, flow, self.seed, frame)
+            if revealed is not None and revealed.any():         # fresh noise where content is new
+                f = self.factor
+                fine = np.repeat(np.repeat(np.repeat(revealed, f, 0), f, 1), f, 2) if f > 1 else revealed
+                idx = np.nonzero(fine.ravel())[0]
+                y = y.copy()
+                y.reshape(-1, self.channels)[idx] = rng.gauss(self.seed, frame, rng.REVEALED, idx, 0, self.channels)
+            self._state = y
+            self.frame = frame
+            return self.noise
+
+    def _check_revealed(self, revealed, frame):
+        if revealed is None:
+            return None
+        m = np.asarray(revealed)
+        if m.shape != self.shape:
+            raise ValueError(f"revealed mask at frame {frame} has shape {m.shape}; expected {self.shape}")
+        if m.dtype != bool:
+            if m.dtype.kind not in "iu" or not np.isin(m, (0, 1)).all():
+                raise ValueError(f"revealed mask at frame {frame} must be bool (or 0/1 integers), got dtype {m.dtype}")
+            m = m.astype(bool)
+        return m
 
 
 def warp_volume_sequence(flows, channels=1, method="particle", seed=0, backend="auto", factor=2,

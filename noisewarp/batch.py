@@ -30,8 +30,12 @@ def find_videos(folder):
     return videos
 
 
-def warp_one(video, outdir, options, threads=1):
-    """The body of one task (also callable without Ray): never raises, returns a status dict."""
+def warp_one(video, outdir, options, source_options, shape=None, force=False, threads=1):
+    """The body of one task (also callable without Ray): never raises, returns a status dict.
+
+    A finished output folder is kept when it was made with the same options; one made with
+    other options is reported as failed (its files untouched) unless `force`, which redoes it.
+    """
     os.environ.setdefault("NOISEWARP_THREADS", str(threads))
     t0 = time.perf_counter()
     name = os.path.basename(video)
@@ -39,20 +43,20 @@ def warp_one(video, outdir, options, threads=1):
         import cv2
 
         cv2.setNumThreads(max(1, int(threads)))
-        from .runner import warp_to_folder
+        from .runner import OptionsDiffer, warp_to_folder
         from .sources import open_source
 
-        if os.path.isfile(os.path.join(outdir, "run.json")) and os.path.isfile(os.path.join(outdir, "noise.npy")):
-            with open(os.path.join(outdir, "run.json")) as f:
-                prev = json.load(f)
-            return {"video": name, "status": "skipped (done)", "frames": prev["frames"],
-                    "seconds": 0.0, "output": outdir}
-        resuming = os.path.isfile(os.path.join(outdir, ".noisewarp", "progress.json"))
-        src = open_source(video, frames=options.get("frames"), dis_preset=options.get("dis_preset", "medium"))
-        opts = {k: v for k, v in options.items() if k not in ("frames", "dis_preset")}
-        summary = warp_to_folder(src, outdir, resume=True, progress=False, **opts)
-        return {"video": name, "status": "resumed" if resuming else "done", "frames": summary["frames"],
-                "seconds": time.perf_counter() - t0, "output": outdir,
+        src = open_source(video, **source_options).conform(**(shape or {}))
+        try:
+            summary = warp_to_folder(src, outdir, resume=True, progress=False, **options)
+        except OptionsDiffer:
+            if not force:
+                raise
+            summary = warp_to_folder(src, outdir, force=True, progress=False, **options)
+            summary["status"] = "redone (options changed)"
+        status = {"already complete": "skipped (done)"}.get(summary["status"], summary["status"])
+        return {"video": name, "status": status, "frames": summary["frames"],
+                "seconds": time.perf_counter() - t0, "output": outdir, "shape": summary["shape"],
                 "per_frame_seconds": summary["per_frame_seconds"]}
     except (ValueError, OSError) as exc:
         return {"video": name, "status": "failed", "error": str(exc), "frames": 0,
@@ -64,18 +68,18 @@ def warp_one(video, outdir, options, threads=1):
 
 def batch(args, log=sys.stderr):
     """Returns the exit status: 0 if every video is done, 1 if some failed."""
+    from .runner import options_from_args
+    from .sources import source_options
+
+    videos = find_videos(args.input_dir)   # bad input first, whether or not Ray is installed
     try:
         import ray
     except ImportError:
         raise ValueError(INSTALL_HINT) from None
-    from .runner import parse_formats
-
-    videos = find_videos(args.input_dir)
     out = os.fspath(args.output)
-    options = dict(method=args.method, channels=args.channels, seed=args.seed,
-                   latent_factor=args.latent_factor, supersample=args.supersample,
-                   degrade=args.degrade, formats=parse_formats(args.format), dtype=args.dtype,
-                   frames=args.frames, dis_preset=args.dis_preset)
+    options, shape = options_from_args(args)
+    options = {k: v for k, v in options.items() if k not in ("resume", "force", "progress", "verbose")}
+    src_options = source_options(args)
     os.makedirs(out, exist_ok=True)
     started_here = not ray.is_initialized()
     if started_here:
@@ -87,8 +91,8 @@ def batch(args, log=sys.stderr):
     t0 = time.perf_counter()
     try:
         task = ray.remote(num_cpus=1)(warp_one)
-        pending = {task.remote(v, os.path.join(out, os.path.splitext(os.path.basename(v))[0]), options): v
-                   for v in videos}
+        pending = {task.remote(v, os.path.join(out, os.path.splitext(os.path.basename(v))[0]), options,
+                               src_options, shape, args.force): v for v in videos}
         results = []
         from tqdm import tqdm
 
@@ -105,7 +109,7 @@ def batch(args, log=sys.stderr):
     results.sort(key=lambda r: r["video"])
     summary = {"input_dir": os.path.abspath(args.input_dir), "output": os.path.abspath(out),
                "videos": len(results), "failed": sum(r["status"] == "failed" for r in results),
-               "seconds": time.perf_counter() - t0, "options": options, "results": results}
+               "seconds": time.perf_counter() - t0, "options": dict(options, **src_options, **shape), "results": results}
     with io.atomic_path(os.path.join(out, "summary.json")) as tmp:
         with open(tmp, "w") as f:
             json.dump(summary, f, indent=1)

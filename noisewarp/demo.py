@@ -9,8 +9,6 @@ import os
 
 import numpy as np
 
-from . import io
-
 PAN = np.array([1.25, 0.0], np.float32)     # background velocity, px/frame
 SPIN = np.deg2rad(3.0)                      # disc rotation, rad/frame (clockwise on screen)
 DRIFT = np.array([-0.8, 0.35], np.float32)  # disc centre velocity, px/frame
@@ -49,6 +47,12 @@ class Scene:
         flow[..., 1] = np.where(inside, my - self.py, flow[..., 1])
         return flow
 
+    def revealed(self, t):
+        """The background the disc uncovers at frame t: behind the disc in frame t-1."""
+        c = self.centre(t - 1)
+        was_under = (self.px - PAN[0] - c[0]) ** 2 + (self.py - PAN[1] - c[1]) ** 2 < self.r ** 2
+        return was_under & ~self.disc(t)
+
     def image(self, t):
         """RGB uint8 frame t: content moves exactly as backward_flow says."""
         bx = self.px - PAN[0] * t
@@ -71,7 +75,7 @@ class Scene:
 
 def demo(outdir, frames=48, size=256, method="particle", supersample=1, force=False,
          progress=True, seed=0, channels=4, log=None):
-    """Noise, previews (side-by-side MP4, contact sheet, space-time slice) and a stats report."""
+    """Noise, previews (scene beside noise MP4, contact sheet, space-time slice) and a stats report."""
     import sys
 
     from .runner import warp_to_folder
@@ -85,46 +89,11 @@ def demo(outdir, frames=48, size=256, method="particle", supersample=1, force=Fa
         raise ValueError("--size must be at least 32")
     scene = Scene(size)
     source = ArraySource("demo scene", scene.h, scene.w, int(frames), scene.backward_flow,
-                         scene.image, fps=24.0)
+                         scene.image, fps=24.0, revealed_fn=scene.revealed)
     outdir = os.fspath(outdir)
     summary = warp_to_folder(source, outdir, method=method, channels=channels, seed=seed,
-                             supersample=supersample, formats=["npy", "png"], resume=False,
+                             supersample=supersample, formats=["npy", "png", "mp4"], resume=False,
                              force=force, progress=progress, save_flows=True, log=log)
-    noise = np.load(os.path.join(outdir, "noise.npy"), mmap_mode="r")
-
-    # side-by-side preview: scene | warped noise | fresh noise (what "no warping" looks like)
-    from core2d import rng
-
-    def fresh(t):
-        n = scene.h * scene.w
-        return rng.gauss(seed + 1, t, rng.FRESH, np.arange(n), 0, 3).reshape(scene.h, scene.w, 3)
-
-    gap = np.full((scene.h, 4, 3), 255, np.uint8)
-    with io.Mp4Writer(os.path.join(outdir, "preview.mp4"), fps=24.0) as mp4:
-        for t in range(frames):
-            mp4.append(np.concatenate([scene.image(t), gap, io.noise_to_uint8(noise[t])], axis=1))
-
-    # contact sheet: three frames, scene above noise
-    picks = sorted({0, frames // 2, frames - 1})
-    cols = []
-    for t in picks:
-        cols.append(np.concatenate([scene.image(t), np.full((4, scene.w, 3), 255, np.uint8),
-                                    io.noise_to_uint8(noise[t])], axis=0))
-        cols.append(np.full((2 * scene.h + 4, 4, 3), 255, np.uint8))
-    io.write_png(os.path.join(outdir, "frames.png"), np.concatenate(cols[:-1], axis=1))
-
-    # space-time slice through the disc's row: warped noise draws the motion's trajectories,
-    # fresh noise is static
-    row = int(scene.c0[1])
-    strips = [np.stack([scene.image(t)[row] for t in range(frames)]),
-              np.stack([io.noise_to_uint8(noise[t][row][None])[0] for t in range(frames)]),
-              np.stack([io.noise_to_uint8(fresh(t)[row][None])[0] for t in range(frames)])]
-    k = max(1, int(np.ceil(96 / frames)))
-    strips = [np.repeat(s, k, axis=0) for s in strips]
-    sep = np.full((4, scene.w, 3), 255, np.uint8)
-    io.write_png(os.path.join(outdir, "spacetime.png"),
-                 np.concatenate([strips[0], sep, strips[1], sep, strips[2]], axis=0))
-
     rep = report(os.path.join(outdir, "noise.npy"), os.path.join(outdir, "stats"),
                  flows=os.path.join(outdir, "flows.npy"), force=True)
     print(f"noisewarp: demo in {outdir}: preview.mp4 (scene | noise), frames.png, spacetime.png, "

@@ -11,6 +11,26 @@ import numpy as np
 from core2d.atomic import atomic_path  # noqa: F401  (re-exported: every writer here uses it)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(path, mmap_mode=None):
+    """np.load for a user's .npy file, with one clear ValueError naming it when it is missing,
+    not a .npy file (a text file named .npy would get NumPy's advice about pickles) or damaged."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        raise ValueError(f"{path}: not a NumPy .npy file (it does not start with the .npy header; "
+                         "save arrays with numpy.save)")
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+
+
 def save_npy(path, array):
     """np.save, atomically."""
     with atomic_path(path) as tmp:
@@ -153,27 +173,9 @@ def flows_from_stack(stack, layout="auto", order="xy", negate=False) -> np.ndarr
     stack = np.asarray(stack)
     if stack.ndim == 3:
         stack = stack[None]
-    if stack.ndim != 4:
-        raise ValueError(f"a flow stack must have 4 axes, got shape {stack.shape}")
-    layout = layout.lower()
-    if layout == "auto":
-        last, second = stack.shape[-1] == 2, stack.shape[1] == 2
-        if last and not second:
-            layout = "nhwc"
-        elif second and not last:
-            layout = "nchw"
-        else:
-            raise ValueError(f"cannot tell the axis order of a flow stack of shape {stack.shape}: "
-                             "give --flow-layout nhwc or nchw")
+    layout = stack_layout(stack.shape, layout)
     if layout == "nchw":
-        if stack.shape[1] != 2:
-            raise ValueError(f"flow stack of shape {stack.shape} is not [N, 2, H, W]")
         stack = np.moveaxis(stack, 1, -1)
-    elif layout == "nhwc":
-        if stack.shape[-1] != 2:
-            raise ValueError(f"flow stack of shape {stack.shape} is not [N, H, W, 2]")
-    else:
-        raise ValueError(f"unknown flow layout {layout!r} (nhwc, nchw or auto)")
     out = np.asarray(stack, np.float32)
     if order == "yx":
         out = out[..., ::-1]
@@ -182,6 +184,34 @@ def flows_from_stack(stack, layout="auto", order="xy", negate=False) -> np.ndarr
     if negate:
         out = -out
     return np.ascontiguousarray(out, np.float32)
+
+
+def stack_layout(shape, layout="auto"):
+    """The axis order ("nhwc" or "nchw") of a flow stack of this shape (one flow [H, W, 2] or
+    [2, H, W] counts as N = 1), or one ValueError quoting the whole shape."""
+    shape = tuple(int(v) for v in shape)
+    full = (1,) + shape if len(shape) == 3 else shape
+    if len(full) != 4:
+        raise ValueError(f"a flow stack must have 4 axes [N, H, W, 2] or [N, 2, H, W], got shape {shape}")
+    layout = layout.lower()
+    if layout == "auto":
+        last, second = full[-1] == 2, full[1] == 2
+        if last and not second:
+            return "nhwc"
+        if second and not last:
+            return "nchw"
+        if not (last or second):
+            raise ValueError(f"flow stack of shape {shape} is neither [N, H, W, 2] nor [N, 2, H, W] "
+                             "(a flow has two components, dx and dy)")
+        raise ValueError(f"cannot tell the axis order of a flow stack of shape {shape}: "
+                         "give --flow-layout nhwc or nchw")
+    if layout == "nchw" and full[1] != 2:
+        raise ValueError(f"flow stack of shape {shape} is not [N, 2, H, W]")
+    if layout == "nhwc" and full[-1] != 2:
+        raise ValueError(f"flow stack of shape {shape} is not [N, H, W, 2]")
+    if layout not in ("nchw", "nhwc"):
+        raise ValueError(f"unknown flow layout {layout!r} (nhwc, nchw or auto)")
+    return layout
 
 
 def raft_to_flows(flow) -> np.ndarray:
@@ -207,6 +237,21 @@ def backward_from_forward(forward, mode="invert") -> np.ndarray:
     from core2d.warper import invert_flow
 
     return invert_flow(np.asarray(forward, np.float32))
+
+
+def invert_with_holes(forward):
+    """(backward flow, holes) of a real inversion: the same flow as backward_from_forward, and
+    the bool [H, W] mask of the new frame's pixels nothing landed on (disocclusions)."""
+    from scipy import ndimage
+
+    from core2d.flow import OUTSIDE, invert_flow
+
+    back = invert_flow(np.asarray(forward, np.float32), holes="fresh")
+    holes = back[..., 0] >= OUTSIDE
+    if holes.any() and not holes.all():     # filled as invert_flow(holes="fill") fills them
+        _, (ni, nj) = ndimage.distance_transform_edt(holes, return_indices=True)
+        back[holes] = back[ni[holes], nj[holes]]
+    return back, holes
 
 
 # ----------------------------------------------------------------------------- previews
@@ -308,15 +353,16 @@ class Mp4Writer:
 
 
 class NpyFrames:
-    """A `.npy` array [T, ...] written one frame at a time with plain file writes.
+    """A `.npy` array written (or read) one frame at a time with plain file writes.
 
     A memory map would keep every written page resident, so the process's memory would grow
     with the length of the clip; here only the frame being written is in memory. mode 'w'
     creates the file (a sparse file of the full size), 'r+' reopens it to resume, 'r' reads
-    frames one at a time.
+    frames one at a time. `time_axis` is the file's frame axis: 0 for [T, ...], 1 for
+    [C, T, ...] (a frame is then C strided blocks).
     """
 
-    def __init__(self, path, mode="w", dtype=None, shape=None):
+    def __init__(self, path, mode="w", dtype=None, shape=None, time_axis=0):
         self.path = os.fspath(path)
         if mode == "w":
             with open(self.path, "wb") as f:
@@ -334,30 +380,50 @@ class NpyFrames:
                        else np.lib.format.read_array_header_2_0)
         shape, fortran, dtype = read_header(self._f)
         if fortran:
+            self._f.close()
             raise ValueError(f"{self.path}: Fortran-ordered arrays are not supported")
         self.shape, self.dtype, self._offset = tuple(shape), np.dtype(dtype), self._f.tell()
-        self._frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        a = int(time_axis)
+        self.time_axis = a
+        self.frame_shape = self.shape[:a] + self.shape[a + 1:]
+        self._outer = int(np.prod(self.shape[:a]))                     # blocks per frame
+        self._block = int(np.prod(self.shape[a + 1:])) * self.dtype.itemsize
+        self._frame_bytes = self._outer * self._block
+
+    def _check(self, t):
+        if not 0 <= int(t) < self.shape[self.time_axis]:
+            raise IndexError(f"frame {t} outside [0, {self.shape[self.time_axis]})")
+
+    def _block_offset(self, t, k):
+        return self._offset + (k * self.shape[self.time_axis] + int(t)) * self._block
 
     def __setitem__(self, t, frame):
-        if not 0 <= int(t) < self.shape[0]:
-            raise IndexError(f"frame {t} outside [0, {self.shape[0]})")
+        self._check(t)
         data = np.ascontiguousarray(frame, self.dtype)
-        if data.shape != self.shape[1:]:
-            raise ValueError(f"frame of shape {data.shape}, expected {self.shape[1:]}")
-        self._f.seek(self._offset + int(t) * self._frame_bytes)
-        self._f.write(data.tobytes())
+        if data.shape != self.frame_shape:
+            raise ValueError(f"frame of shape {data.shape}, expected {self.frame_shape}")
+        raw = data.tobytes()
+        for k in range(self._outer):
+            self._f.seek(self._block_offset(t, k))
+            self._f.write(raw[k * self._block:(k + 1) * self._block])
 
     def __len__(self):
-        return self.shape[0]
+        return self.shape[self.time_axis]
 
     def __getitem__(self, t):
-        if not 0 <= int(t) < self.shape[0]:
-            raise IndexError(f"frame {t} outside [0, {self.shape[0]})")
-        self._f.seek(self._offset + int(t) * self._frame_bytes)
-        data = self._f.read(self._frame_bytes)
+        self._check(t)
+        parts = []
+        for k in range(self._outer):
+            self._f.seek(self._block_offset(t, k))
+            parts.append(self._f.read(self._block))
+        data = b"".join(parts)
         if len(data) != self._frame_bytes:
             raise ValueError(f"{self.path}: truncated at frame {t}")
-        return np.frombuffer(data, self.dtype).reshape(self.shape[1:])
+        return np.frombuffer(data, self.dtype).reshape(self.frame_shape)
+
+    def __iter__(self):
+        for t in range(len(self)):
+            yield self[t]
 
     def flush(self):
         self._f.flush()
@@ -365,6 +431,89 @@ class NpyFrames:
     def close(self):
         if not self._f.closed:
             self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ----------------------------------------------------------------------------- noise layouts
+# The library's frames are [H, W, C]; a noise.npy can hold them in the axis order a model's
+# pipeline wants: thwc [T, H, W, C] (Go-with-the-Flow's noises.npy), tchw [T, C, H, W]
+# (CogVideoX's latents without the batch axis), cthw [C, T, H, W] (Wan, HunyuanVideo).
+LAYOUTS = ("thwc", "tchw", "cthw")
+
+
+def layout_shape(layout, T, h, w, C):
+    """The file's shape for T frames of [h, w, C] in this layout."""
+    return {"thwc": (T, h, w, C), "tchw": (T, C, h, w), "cthw": (C, T, h, w)}[_layout(layout)]
+
+
+def time_axis(layout):
+    return 1 if _layout(layout) == "cthw" else 0
+
+
+def frame_to_layout(frame, layout):
+    """One [H, W, C] frame as the file stores it: [H, W, C] (thwc) or [C, H, W] (tchw, cthw)."""
+    return frame if _layout(layout) == "thwc" else np.moveaxis(frame, -1, 0)
+
+
+def frame_from_layout(frame, layout):
+    return frame if _layout(layout) == "thwc" else np.moveaxis(frame, 0, -1)
+
+
+def to_thwc(array, layout):
+    """A whole stack in `layout` -> [T, H, W, C] (a view)."""
+    layout = _layout(layout)
+    if layout == "thwc":
+        return array
+    if layout == "tchw":
+        return np.moveaxis(array, 1, -1)
+    return np.moveaxis(array, 0, -1)
+
+
+def _layout(layout):
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
+    return layout
+
+
+class NoiseFrames:
+    """Read (or write) a noise stack frame by frame as [H, W, C], whatever its layout."""
+
+    def __init__(self, path, layout="thwc", mode="r", dtype=None, frames=None, height=None, width=None,
+                 channels=None):
+        shape = layout_shape(layout, frames, height, width, channels) if mode == "w" else None
+        self.layout = _layout(layout)
+        self.file = NpyFrames(path, mode=mode, dtype=dtype, shape=shape, time_axis=time_axis(layout))
+        if len(self.file.shape) != 4:
+            self.file.close()
+            raise ValueError(f"{path}: expected a noise stack with 4 axes, got shape {self.file.shape}")
+        self.dtype = self.file.dtype
+        f = self.file.frame_shape
+        self.frame_shape = f if self.layout == "thwc" else (f[1], f[2], f[0])
+        self.shape = (len(self.file),) + self.frame_shape          # [T, H, W, C]
+
+    def __len__(self):
+        return len(self.file)
+
+    def __getitem__(self, t):
+        return frame_from_layout(self.file[t], self.layout)
+
+    def __setitem__(self, t, frame):
+        self.file[t] = frame_to_layout(np.asarray(frame), self.layout)
+
+    def __iter__(self):
+        for t in range(len(self)):
+            yield self[t]
+
+    def flush(self):
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
 
     def __enter__(self):
         return self

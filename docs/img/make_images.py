@@ -40,7 +40,8 @@ def spacetime_figure(video, noise_path, out_png, frames, row, start=0, x0=0, wid
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from noisewarp import io, rng
+    from core2d import rng
+    from noisewarp import io
 
     noise = np.load(noise_path, mmap_mode="r")
     cap = _capture(video, start)

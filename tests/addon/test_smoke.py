@@ -143,3 +143,21 @@ def test_smoke_bad_inputs(registered, tmp_path, outdir):
         assert not os.path.exists(outdir) or not os.listdir(outdir)
     finally:
         scenes.empty_scene()
+
+
+def test_damaged_smoke_cache_refused_before_openvdb_reads_it(baked_smoke, outdir):
+    """A metadata length blown up to 2 GB in a cache file: the layout walk refuses it (OpenVDB
+    itself would first allocate what the length says)."""
+    from addon.api import BakeError, VolumeBake
+    scene, dom, cache = baked_smoke
+    path = os.path.join(cache, "data", "fluid_data_0002.vdb")
+    data = bytearray(open(path, "rb").read())
+    at = data.index(b"file_voxel_count")           # name, then the type name, then the value length
+    at += len(b"file_voxel_count")
+    type_len = int.from_bytes(data[at:at + 4], "little")
+    at += 4 + type_len
+    data[at:at + 4] = (0x7FFFFFF0).to_bytes(4, "little")
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(BakeError, match="fluid_data_0002.vdb: not a readable OpenVDB file .*needs"):
+        VolumeBake(scene, outdir, motion="SMOKE", smoke_domain="Smoke", resolution=8).run(None)
+    assert not os.path.exists(outdir) or not os.listdir(outdir)

@@ -70,3 +70,69 @@ def maps(H, W):
         "out_of_frame": np.full((H, W, 2), 1000.0, np.float32),
         "random": noisy.astype(np.float32),
     }
+
+
+class Motion:
+    """A backward map g (frame t -> frame t-1, points [..., 2] in px) whose t-fold composition is
+    known in closed form, so 'perfect transport' can be computed exactly for any pair of frames."""
+
+    def __init__(self, H, W, kind, rate):
+        self.H, self.W, self.kind, self.rate = H, W, kind, rate
+        self.c = np.array([W / 2, H / 2])
+
+    def back(self, X, t):
+        """Points X of frame t+... mapped back t frames (g applied t times)."""
+        X = np.asarray(X, np.float64)
+        d = X - self.c
+        if self.kind == "translate":
+            return X - t * np.asarray(self.rate, np.float64)
+        if self.kind in ("rotate", "swirl"):
+            ang = -np.deg2rad(self.rate) * t
+            if self.kind == "swirl":                     # rotation by an angle that falls off with radius
+                r = np.hypot(d[..., 0], d[..., 1])
+                ang = ang * np.exp(-(r / (0.35 * self.W)) ** 2)
+            cs, sn = np.cos(ang), np.sin(ang)
+            return self.c + np.stack([cs * d[..., 0] - sn * d[..., 1], sn * d[..., 0] + cs * d[..., 1]], -1)
+        if self.kind == "zoom":                          # rate > 1: content grows (zoom in)
+            return self.c + d / self.rate ** t
+        raise ValueError(self.kind)
+
+    def flow(self):
+        """The backward flow of one frame [H, W, 2] at the pixel centres."""
+        ii, jj = np.mgrid[0:self.H, 0:self.W].astype(np.float64)
+        X = np.stack([jj + 0.5, ii + 0.5], -1)
+        return (self.back(X, 1) - X).astype(np.float32)
+
+    def transport(self, t, t0, k=8):
+        """Perfect transport from frame t0 to frame t: for each pixel p of frame t, the pixel q of
+        frame t0 holding the preimage of p's centre, and corr(y_p, y_q) = |R_p ∩ q| / sqrt|R_p|,
+        R_p the preimage of p's square (its boundary mapped at k points a side: exact overlaps for
+        affine maps). Pixels whose q is outside the frame get q = -1."""
+        from core2d import grid
+
+        H, W = self.H, self.W
+        ii, jj = np.mgrid[0:H, 0:W].astype(np.float64)
+        u = np.arange(k) / k
+        side = [np.stack([u, 0 * u], -1), np.stack([1 + 0 * u, u], -1), np.stack([1 - u, 1 + 0 * u], -1),
+                np.stack([0 * u, 1 - u], -1)]
+        ring = np.concatenate(side)                                                  # [4k, 2] around the square
+        R = self.back(np.stack([jj, ii], -1)[:, :, None, :] + ring, t - t0)           # [H, W, 4k, 2]
+        cen = np.floor(self.back(np.stack([jj + 0.5, ii + 0.5], -1), t - t0)).astype(np.int64)
+        local = (R - cen[:, :, None, :]).reshape(H * W, 4 * k, 2).astype(np.float32)
+        z = np.zeros(H * W, np.float32)
+        overlap = grid.cell_overlap(local, z, z).reshape(H, W)
+        x, y = R[..., 0] - R[..., :1, 0], R[..., 1] - R[..., :1, 1]
+        area = np.abs(0.5 * (x * np.roll(y, -1, -1) - np.roll(x, -1, -1) * y).sum(-1))
+        ok = (cen[..., 0] >= 0) & (cen[..., 0] < W) & (cen[..., 1] >= 0) & (cen[..., 1] < H)
+        q = np.where(ok, cen[..., 1] * W + cen[..., 0], -1)
+        return q, overlap / np.sqrt(area)
+
+
+def transport_ratio(y_t, y_t0, q, perfect):
+    """corr(y_t[p], y_t0[q(p)]) over pixels with q in frame, and its ratio to perfect transport."""
+    C = y_t.shape[-1]
+    ok = (q >= 0).ravel()
+    a = np.asarray(y_t, np.float64).reshape(-1, C)[ok]
+    b = np.asarray(y_t0, np.float64).reshape(-1, C)[q.ravel()[ok]]
+    r = float(np.mean(a * b))
+    return r, r / float(perfect.ravel()[ok].mean()), int(ok.sum()) * C

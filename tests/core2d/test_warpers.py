@@ -225,8 +225,10 @@ def test_jacobian_footprint_integrates_what_the_pixel_covers():
     assert corr(yu[inner], blocks) < 0.5               # the unit square samples one cell of 64
 
 
-@pytest.mark.parametrize("method", core2d.METHODS + ("particle/jacobian",))
+@pytest.mark.parametrize("method", tuple(m for m in core2d.METHODS if m != "flowmap") + ("particle/jacobian",))
 def test_numpy_reference_and_taichi_kernel_agree(method):
+    # flowmap draws ~100× more normals a pixel: test_flowmap.py allows the shared RNG's rare
+    # NumPy/Taichi mismatches (about one normal in 10^7)
     Hs, Ws = 40, 48
     flows = [rotation(Hs, Ws, 7), maps(Hs, Ws)["random"], maps(Hs, Ws)["zoom_out8"]]
     method, _, footprint = method.partition("/")

@@ -8,10 +8,9 @@ from noisewarp.cli import main
 
 from .cli_util import H, W, write_video
 
-ray = pytest.importorskip("ray", reason="batch needs Ray (pip install 'noisewarp[ray]')")
-
 
 def test_batch_two_videos_then_rerun(tmp_path, capsys):
+    pytest.importorskip("ray", reason="batch needs Ray (pip install 'noisewarp[ray]')")
     vids = tmp_path / "videos"
     vids.mkdir()
     write_video(vids / "a.mp4", frames=5, seed=1)
@@ -39,3 +38,32 @@ def test_batch_two_videos_then_rerun(tmp_path, capsys):
     status = {r["video"]: r["status"] for r in summary["results"]}
     assert status == {"a.mp4": "skipped (done)", "b.mp4": "skipped (done)", "c.mp4": "failed"}
     assert not (out / "c").exists()
+
+
+def test_rerun_with_changed_options(tmp_path):
+    """A video's finished outputs count as done only for the same options; --force redoes them.
+    (The task body, without Ray: batch runs exactly this per video.)"""
+    from noisewarp.batch import warp_one
+    from noisewarp.cli import build_parser
+    from noisewarp.runner import options_from_args
+    from noisewarp.sources import source_options
+
+    video = str(write_video(tmp_path / "a.mp4", frames=4, seed=1))
+    out = str(tmp_path / "out" / "a")
+
+    def run(*extra, force=False):
+        args = build_parser().parse_args(["batch", str(tmp_path), "-o", str(tmp_path / "out"), "-q", *extra])
+        opts, shape = options_from_args(args)
+        opts = {k: v for k, v in opts.items() if k not in ("resume", "force", "progress", "verbose")}
+        return warp_one(video, out, opts, source_options(args), shape, force=force)
+
+    assert run("--channels", "2")["status"] == "done"
+    assert run("--channels", "2")["status"] == "skipped (done)"
+    before = (tmp_path / "out" / "a" / "noise.npy").read_bytes()
+    r = run("--channels", "3", "--latent-factor", "4", "--save-flows")
+    assert r["status"] == "failed" and "options differ" in r["error"] and "channels" in r["error"]
+    assert (tmp_path / "out" / "a" / "noise.npy").read_bytes() == before        # untouched
+    r = run("--channels", "3", "--latent-factor", "4", "--save-flows", force=True)
+    assert r["status"] == "redone (options changed)" and r["shape"] == [4, H // 4, W // 4, 3]
+    assert np.load(tmp_path / "out" / "a" / "noise.npy").shape == (4, H // 4, W // 4, 3)
+    assert (tmp_path / "out" / "a" / "flows.npy").is_file()

@@ -54,3 +54,29 @@ def test_compare_table(tmp_path, capsys):
     assert abs(rows["resample"]["coherence_1"]) < 4 / np.sqrt(24 * 32 * 4)
     assert rows["particle"]["ms_per_frame"] > 0 and rows["particle"]["rss_mb"] > 0
     assert (out / "side_by_side.png").is_file() and (out / "table.csv").is_file()
+
+
+def test_compare_ranks_fixed_and_fresh_last_on_moving_content(tmp_path, capsys):
+    """The demo scene's exact flows (a panning background, a spinning drifting disc): on moving
+    content, fixed noise (it stays put) and fresh noise score ≈ 0 and rank last; gp is only run
+    when asked for."""
+    from noisewarp.compare import default_methods
+
+    assert "gp" not in default_methods() and "particle" in default_methods()
+    s = Scene(48)
+    np.save(tmp_path / "flows.npy", np.stack([s.backward_flow(t) for t in range(1, 9)]))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "flows.npy"), "-o", str(out), "--methods",
+                 "fixed,resample,particle,nearest", "--max-lag", "4", "-q"]) == 0
+    table = capsys.readouterr().out
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    order = [r["method"] for r in rows]
+    assert set(order[-2:]) == {"fixed", "resample"}, order
+    by = {r["method"]: r for r in rows}
+    n = 48 * 72 * 4
+    for m in ("fixed", "resample"):
+        assert abs(by[m]["moving_mean"]) < 4.5 / np.sqrt(n), (m, by[m]["moving_mean"])
+    assert by["particle"]["moving_1"] > 0.3 and by["particle"]["white"]
+    assert by["fixed"]["static_long"] is None or by["fixed"]["static_long"] > 0.99
+    assert table.index("| particle |") < table.index("| fixed |")
+    assert (out / "coherence.png").is_file() and "moving" in (out / "table.md").read_text()

@@ -185,7 +185,7 @@ def test_memory_does_not_grow_with_length(tmp_path):
 _RSS_SCRIPT = """
 import sys
 from noisewarp.cli import main
-rc = main(["warp", sys.argv[1], "-o", sys.argv[2], "-q"])
+rc = main(["warp", sys.argv[1], "-o", sys.argv[2], "-q", "--format", "npy,mp4"])
 # VmHWM: this process's own peak (ru_maxrss would carry over the forking parent's)
 hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 print(rc, hwm)
@@ -193,7 +193,8 @@ print(rc, hwm)
 
 
 def test_resident_memory_does_not_grow_with_length(tmp_path):
-    """Peak RSS of a whole `warp` process (file pages included) for 3 and 48 frames of 256²×4."""
+    """Peak RSS of a whole `warp` process (file pages included) for 3 and 48 frames of 256²×4,
+    MP4 preview included (it reads noise.npy one frame at a time, never mapping the whole file)."""
     import subprocess
     import sys
 
@@ -208,3 +209,40 @@ def test_resident_memory_does_not_grow_with_length(tmp_path):
         peaks.append(int(kb) / 1024)
     # 45 more frames of output are 45 MB: a run that kept them resident would show it
     assert peaks[1] < peaks[0] + 15, peaks
+
+
+def _interrupt_on_call(monkeypatch, owner, name, k):
+    """Make owner.name raise KeyboardInterrupt on its k-th call (0-based), as a Ctrl-C would."""
+    real = getattr(owner, name)
+    calls = [0]
+
+    def wrapped(*a, **kw):
+        calls[0] += 1
+        if calls[0] == k + 1:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+@pytest.mark.parametrize("where", ["npy", "exr", "png", "mp4", "npy-cthw"])
+def test_interrupt_inside_a_write_then_resume(tmp_path, monkeypatch, capsys, where):
+    """Ctrl-C inside the write of frame 3 (or of the preview), then --resume: every output has the
+    bytes of an uninterrupted run (the warper had already stepped frame 3: it must not count as done)."""
+    flows = tmp_path / "flows.npy"
+    np.save(flows, np.random.default_rng(5).uniform(-2, 2, size=(6, H, W, 2)).astype(np.float32))
+    args = ["warp", str(flows), "--format", "npy,exr,png,mp4", "-q", "--checkpoint-every", "1"]
+    if where == "npy-cthw":
+        args += ["--layout", "cthw"]
+    assert main(args + ["-o", str(tmp_path / "full")]) == 0
+    owner, name = {"npy": (io.NpyFrames, "__setitem__"), "exr": (io, "write_exr"), "png": (io, "write_png"),
+                   "mp4": (io.Mp4Writer, "append"), "npy-cthw": (io.NpyFrames, "__setitem__")}[where]
+    with monkeypatch.context() as m:
+        _interrupt_on_call(m, owner, name, 3)
+        assert main(args + ["-o", str(tmp_path / "part")]) == 130
+    capsys.readouterr()
+    assert main(args + ["-o", str(tmp_path / "part"), "--resume"]) == 0, capsys.readouterr().err
+    full, part = tmp_path / "full", tmp_path / "part"
+    names = ["noise.npy", "preview.mp4", "frames.png", "spacetime.png"] + [f"{d}/noise_{k:04d}.{d}" for d in ("exr", "png") for k in range(1, 8)]
+    for n in names:
+        assert (part / n).read_bytes() == (full / n).read_bytes(), n

@@ -9,6 +9,7 @@ import noise3d
 from noisewarp import cli as main_cli
 
 from ..noise3d import vol_helpers as H
+from ..noise3d.vol_helpers import needs_openvdb
 
 
 def run(argv, capsys):
@@ -27,6 +28,7 @@ def make_mesh_frames(folder, n=3, ext="obj"):
     return box
 
 
+@needs_openvdb
 @pytest.mark.parametrize("ext", ["obj", "ply"])
 def test_mesh_folder_to_vdb_sequence(tmp_path, capsys, ext):
     make_mesh_frames(tmp_path / "meshes", 3, ext)
@@ -79,6 +81,7 @@ def test_velocity_npy_folder_moves_the_noise(tmp_path, capsys, method):
     assert np.array_equal(b[2:], a[:-2])        # an exact 2-voxel shift along X
 
 
+@needs_openvdb
 def test_velocity_vdb_folder(tmp_path, capsys):
     folder = tmp_path / "cache"
     folder.mkdir()

@@ -26,14 +26,15 @@ def test_a_new_channel_count_compiles_no_new_kernel():
     zoom = affine_flow(H, W, np.eye(2) / 3)                  # more requesters than the fixed slots
 
     def run(C):
-        for method in ("particle", "grid", "nearest", "upsample", "bilinear", "gp"):
+        for method in ("particle", "grid", "nearest", "upsample", "bilinear", "gp", "flowmap"):
             w = core2d.NoiseWarper(H, W, channels=C, method=method, seed=1, backend="taichi", gp_features=20)
             w.step(flow)
             w.step(zoom)
         w = core2d.NoiseWarper(H, W, channels=C, seed=1, backend="taichi", footprint="jacobian")
         w.step(flow)
-        v = noise3d.VolumeWarper((5, 4, 3), channels=C, method="supersample", factor=2, backend="taichi")
-        v.step(np.full((5, 4, 3, 3), 0.3, np.float32))
+        for method in ("supersample", "flowmap"):
+            v = noise3d.VolumeWarper((5, 4, 3), channels=C, method=method, factor=2, backend="taichi")
+            v.step(np.full((5, 4, 3, 3), 0.3, np.float32))
         return _compiled()
 
     before = run(4)

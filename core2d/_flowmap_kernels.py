@@ -105,16 +105,19 @@ def build(F):
 
     # ------------------------------------------------------------------ requests
     @ti.func
-    def frac(P: ti.template(), d, ci, cj, level, oi, oj):
-        """flowmap.node_fraction of quad d: power-of-two scaling in float64, Green in float32."""
-        s = ti.cast(1 << level, ti.f64)
-        ox, oy = ti.cast(cj, ti.f64), ti.cast(ci, ti.f64)
-        sx, sy = ti.cast(oj, ti.f64), ti.cast(oi, ti.f64)
-        total = ti.f32(0.0)
+    def green(L: ti.template(), t, s, ox, oy):
+        """flowmap.node_fraction of the quad whose cell-local float32 corners are L[t]: scaled by s,
+        shifted by (ox, oy); 0 when it lies beside the node."""
+        lox, loy, hix, hiy = ti.f32(1e30), ti.f32(1e30), ti.f32(-1e30), ti.f32(-1e30)
         for e in range(4):
-            n = (e + 1) % 4
-            total += edge_integral(ti.cast((P[d, e, 0] - ox) * s - sx, ti.f32), ti.cast((P[d, e, 1] - oy) * s - sy, ti.f32),
-                                   ti.cast((P[d, n, 0] - ox) * s - sx, ti.f32), ti.cast((P[d, n, 1] - oy) * s - sy, ti.f32))
+            x, y = L[t, e, 0] * s - ox, L[t, e, 1] * s - oy
+            lox, hix = ti.min(lox, x), ti.max(hix, x)
+            loy, hiy = ti.min(loy, y), ti.max(hiy, y)
+        total = ti.f32(0.0)
+        if not (lox >= 1 or loy >= 1 or hix <= 0 or hiy <= 0):
+            for e in range(4):
+                n = (e + 1) % 4
+                total += edge_integral(L[t, e, 0] * s - ox, L[t, e, 1] * s - oy, L[t, n, 0] * s - ox, L[t, n, 1] * s - oy)
         return total
 
     @ti.func
@@ -139,7 +142,7 @@ def build(F):
     def fill(P: nd(dtype=ti.f64, ndim=3), start: nd(dtype=ti.i32, ndim=1), slot: nd(dtype=ti.i32, ndim=1),
              tb: nd(dtype=ti.i64, ndim=2), rdst: nd(dtype=ti.i32, ndim=1), rci: nd(dtype=ti.i32, ndim=1), rcj: nd(dtype=ti.i32, ndim=1),
              rA: nd(dtype=ti.f32, ndim=1), rtab: nd(dtype=ti.i64, ndim=1), ncell: nd(dtype=ti.i32, ndim=1),
-             dense: ti.i32):
+             rL: nd(dtype=ti.f32, ndim=3), dense: ti.i32):
         """Level-0 overlaps of each quad's bounding-box cells; each request's cell in the dense table
         of its plane's bounding box (tb[slot] = base, row0, col0, columns), counted; -1: no overlap.
         dense = 0: the caller numbers the cells (rtab 0 marks a request)."""
@@ -149,7 +152,10 @@ def build(F):
             s = slot[d]
             for ci in range(i0, i1 + 1):
                 for cj in range(j0, j1 + 1):
-                    A = frac(P, d, ci, cj, 0, 0, 0)
+                    for e in range(4):           # the quad in the cell's coordinates (kept for the cell pass)
+                        rL[r, e, 0] = ti.cast(P[d, e, 0] - ti.cast(cj, ti.f64), ti.f32)
+                        rL[r, e, 1] = ti.cast(P[d, e, 1] - ti.cast(ci, ti.f64), ti.f32)
+                    A = green(rL, r, ti.f32(1.0), ti.f32(0.0), ti.f32(0.0))
                     rdst[r], rci[r], rcj[r], rA[r] = d, ci, cj, A
                     rtab[r] = -1
                     if A > 0:
@@ -162,14 +168,19 @@ def build(F):
 
     @ti.kernel
     def by_cell(rtab: nd(dtype=ti.i64, ndim=1), start: nd(dtype=ti.i64, ndim=1), cursor: nd(dtype=ti.i32, ndim=1),
-                rdst: nd(dtype=ti.i32, ndim=1), rA: nd(dtype=ti.f32, ndim=1), lst: nd(dtype=ti.i32, ndim=1),
-                ldst: nd(dtype=ti.i32, ndim=1), lA: nd(dtype=ti.f32, ndim=1)):
-        """Requests listed cell by cell (list position t), with their destination and overlap."""
+                rdst: nd(dtype=ti.i32, ndim=1), rA: nd(dtype=ti.f32, ndim=1), rL: nd(dtype=ti.f32, ndim=3),
+                lst: nd(dtype=ti.i32, ndim=1), ldst: nd(dtype=ti.i32, ndim=1), lA: nd(dtype=ti.f32, ndim=1),
+                lL: nd(dtype=ti.f32, ndim=3)):
+        """Requests listed cell by cell (list position t), with their destination, overlap and
+        cell-local quad, so that a cell's pass reads contiguous memory."""
         for r in range(rtab.shape[0]):
             c = rtab[r]
             if c >= 0:
                 t = start[c] + ti.atomic_add(cursor[c], 1)
                 lst[t], ldst[t], lA[t] = r, rdst[r], rA[r]
+                for e in range(4):
+                    lL[t, e, 0] = rL[r, e, 0]
+                    lL[t, e, 1] = rL[r, e, 1]
 
     # ------------------------------------------------------------------ one cell
     @ti.func
@@ -260,9 +271,10 @@ def build(F):
                     prev_s, prev_b, prev_node = s, b, node
 
     @ti.kernel
-    def cells(Q: nd(dtype=ti.f64, ndim=3), dplane: nd(dtype=ti.i64, ndim=1), rci: nd(dtype=ti.i32, ndim=1),
+    def cells(dplane: nd(dtype=ti.i64, ndim=1), rci: nd(dtype=ti.i32, ndim=1),
               rcj: nd(dtype=ti.i32, ndim=1), start: nd(dtype=ti.i64, ndim=1), lst: nd(dtype=ti.i32, ndim=1),
-              ldst: nd(dtype=ti.i32, ndim=1), lA: nd(dtype=ti.f32, ndim=1), pos: nd(dtype=ti.i32, ndim=1),
+              ldst: nd(dtype=ti.i32, ndim=1), lA: nd(dtype=ti.f32, ndim=1), lL: nd(dtype=ti.f32, ndim=3),
+              pos: nd(dtype=ti.i32, ndim=1),
               st_ids: nd(dtype=ti.i64, ndim=1), st_off: nd(dtype=ti.i32, ndim=1), st_pix: nd(dtype=ti.i32, ndim=1),
               st_val: nd(dtype=ti.f32, ndim=3), acc: nd(dtype=ti.f32, ndim=2), claim: nd(dtype=ti.f32, ndim=1),
               miss: nd(dtype=ti.f32, ndim=1), fold: nd(dtype=ti.i32, ndim=1), fr: nd(dtype=ti.f32, ndim=2), kid: nd(dtype=ti.f32, ndim=3),
@@ -276,12 +288,15 @@ def build(F):
             s0, s1 = ti.cast(start[c], ti.i32), ti.cast(start[c + 1], ti.i32)
             if s1 > s0:
                 for t in range(s0 + 1, s1):                 # requests by destination (insertion sort)
-                    v, vd, vA = lst[t], ldst[t], lA[t]
-                    u = t - 1
-                    while u >= s0 and ldst[u] > vd:
-                        lst[u + 1], ldst[u + 1], lA[u + 1] = lst[u], ldst[u], lA[u]
+                    u = t
+                    while u > s0 and ldst[u - 1] > ldst[u]:
+                        lst[u - 1], lst[u] = lst[u], lst[u - 1]
+                        ldst[u - 1], ldst[u] = ldst[u], ldst[u - 1]
+                        lA[u - 1], lA[u] = lA[u], lA[u - 1]
+                        for e in range(4):
+                            for k in range(2):
+                                lL[u - 1, e, k], lL[u, e, k] = lL[u, e, k], lL[u - 1, e, k]
                         u -= 1
-                    lst[u + 1], ldst[u + 1], lA[u + 1] = v, vd, vA
                 for t in range(s0, s1):
                     pos[lst[t]] = t
                 r0 = lst[s0]
@@ -370,8 +385,9 @@ def build(F):
                             for t in range(s0, s1):          # the children's fractions
                                 if fr[t, level] > 0:
                                     for ch in range(4):      # child 2·di + dj
-                                        kid[t, level, ch] = frac(Q, ldst[t], ci, cj, level + 1, 2 * oi + (ch >> 1),
-                                                                 2 * oj + (ch & 1))
+                                        kid[t, level, ch] = green(lL, t, ti.cast(2 << level, ti.f32),
+                                                                  ti.cast(2 * oj + (ch & 1), ti.f32),
+                                                                  ti.cast(2 * oi + (ch >> 1), ti.f32))
                             if row < 0 or level >= F.KEEP:  # the Hadamard terms that split this node
                                 sig = ti.pow(ti.f32(2.0), -ti.cast(level, ti.f32)) / 4
                                 for t in range(s0, s1):

@@ -40,6 +40,7 @@ Everything is arrays: a FlowMap holds the corners [H, W, 4, 2] (float64, x then 
 the order top-left, top-right, bottom-right, bottom-left), the anchor of each pixel and the
 stored sub-cells; `step_numpy` returns the next FlowMap and its noise frame.
 """
+import itertools
 import sys
 
 import numpy as np
@@ -170,7 +171,7 @@ def patch(c, fx, fy):
     return out - beyond * (((br - tr) - bl) + tl)
 
 
-def _links(F, plane, new, axis):
+def links(F, plane, new, axis):
     """Whether adjacent (padded) pixels along `axis` move together: same anchor, both new or both
     not, and no flow discontinuity (a step above DISCONTINUITY and above twice the steps beside it)."""
     d = np.diff(F, axis=axis)
@@ -196,38 +197,38 @@ def _inward(anchor, qi, qj, sx, sy):
     return np.where(same, ii, qi), np.where(same, jj, qj)
 
 
-def sources(previous, flow):
-    """Each pixel's source pixel in the previous frame: the one holding the source of its centre
-    (clamped to the frame), unless that pixel moved unlike it (its last flow differs by more than
-    DISCONTINUITY + half of this flow): then the nearest of its 8 neighbours that moved alike.
-    At a moving object's leading edge the source point can fall into a pixel labelled background
-    whose left part was object; taking the map of the background there would paste background
-    noise onto the object."""
-    H, W = flow.shape[:2]
+def sources(previous, flow, axes=(1, 0)):
+    """Each pixel's (or voxel's) source in the previous frame: the one holding the source of its
+    centre (clamped to the grid), unless it moved unlike this one (its last flow differs by more
+    than DISCONTINUITY + half of this flow): then the nearest neighbour (3×3 or 3×3×3) that moved
+    alike. At a moving object's leading edge the source point can fall into a pixel labelled
+    background whose other part was object; the background's map there would paste background
+    noise onto the object. flow [*grid, D]; component k moves along array axis axes[k] ((dx, dy)
+    for images, (x, y, z) for volumes). Returns the source's index along each array axis."""
+    shape = flow.shape[:-1]
     f64 = flow.astype(np.float64)
-    ii, jj = np.mgrid[0:H, 0:W]
-    sx, sy = jj + 0.5 + f64[..., 0], ii + 0.5 + f64[..., 1]
-    qj = np.clip(np.floor(sx), 0, W - 1).astype(np.int64)
-    qi = np.clip(np.floor(sy), 0, H - 1).astype(np.int64)
+    grids = np.indices(shape)
+    s = [None] * len(shape)
+    for k, ax in enumerate(axes):
+        s[ax] = grids[ax] + 0.5 + f64[..., k]
+    q = [np.clip(np.floor(s[ax]), 0, shape[ax] - 1).astype(np.int64) for ax in range(len(shape))]
     tol = DISCONTINUITY + 0.5 * np.abs(f64).max(-1)
     prev = previous.astype(np.float64)
 
-    def alike(a, b):
-        return np.abs(prev[a, b] - f64).max(-1) <= tol
+    def alike(idx):
+        return np.abs(prev[tuple(idx)] - f64).max(-1) <= tol
 
-    ok = alike(qi, qj)
-    best_i, best_j = qi.copy(), qj.copy()
-    best = np.where(ok, -1.0, np.inf)                   # distance from the source point to the candidate
-    for di in (-1, 0, 1):
-        for dj in (-1, 0, 1):
-            if di == 0 and dj == 0:
-                continue
-            ci, cj = np.clip(qi + di, 0, H - 1), np.clip(qj + dj, 0, W - 1)
-            d = np.maximum(np.maximum(cj - sx, sx - (cj + 1)), 0) + np.maximum(np.maximum(ci - sy, sy - (ci + 1)), 0)
-            take = alike(ci, cj) & (d < best)
-            best = np.where(take, d, best)
-            best_i, best_j = np.where(take, ci, best_i), np.where(take, cj, best_j)
-    return best_i, best_j
+    best_q = [v.copy() for v in q]
+    best = np.where(alike(q), -1.0, np.inf)             # distance from the source point to the candidate
+    for off in itertools.product((-1, 0, 1), repeat=len(shape)):
+        if not any(off):
+            continue
+        c = [np.clip(q[ax] + o, 0, shape[ax] - 1) for ax, o in enumerate(off)]
+        d = sum(np.maximum(np.maximum(c[ax] - s[ax], s[ax] - (c[ax] + 1)), 0) for ax in range(len(shape)))
+        take = alike(c) & (d < best)
+        best = np.where(take, d, best)
+        best_q = [np.where(take, c[ax], best_q[ax]) for ax in range(len(shape))]
+    return tuple(best_q)
 
 
 def groundwork(fm, flow, new, frame):
@@ -243,13 +244,13 @@ def groundwork(fm, flow, new, frame):
     P = np.pad(plane, 1, mode="edge")
     N = np.pad(new, 1, mode="edge")
     Qi, Qj = np.pad(qi, 1, mode="edge"), np.pad(qj, 1, mode="edge")
-    return plane, F, Qi, Qj, _links(F, P, N, 1), _links(F, P, N, 0)
+    return plane, F, Qi, Qj, links(F, P, N, 1), links(F, P, N, 0)
 
 
 def compose(fm, flow, new, frame):
     """(corners, anchor) at the new frame from M_{0<-t-1} and the backward flow [H, W, 2].
 
-    Each vertex's pixels are grouped by `_links`; a group's corner is the previous map at
+    Each vertex's pixels are grouped by `links`; a group's corner is the previous map at
     v + (the group's mean flow), evaluated in the source pixel (of a group member's centre) that
     contains that point, else in the first member's. Members compute it identically, so it is
     shared bit for bit. `new` pixels get their own square in the plane anchored at `frame`.
@@ -337,13 +338,15 @@ def subquads(corners, K):
 # ----------------------------------------------------------------------------- integration
 def node_fraction(P, ci, cj, level, oi, oj):
     """|quad ∩ node| / |node| for node (oi, oj) at `level` of level-0 cell (ci, cj): quads P
-    [n, 4, 2] float64 are moved to the node's unit square (exact power-of-two scaling), then
-    core2d.grid's Green-integral overlap in float32."""
-    s = float(2 ** level)
-    local = ((P - np.stack([cj, ci], -1)[:, None, :].astype(np.float64)) * s
-             - np.stack([oj, oi], -1)[:, None, :].astype(np.float64)).astype(np.float32)
+    [n, 4, 2] float64 are moved to their cell (float64, then float32: small numbers), then to the
+    node's unit square (power-of-two scaling: exact), then core2d.grid's Green-integral overlap;
+    a quad beside the node is 0 exactly."""
+    local = (P - np.stack([cj, ci], -1)[:, None, :]).astype(np.float32)
+    local = local * np.float32(2 ** level) - np.stack([oj, oi], -1)[:, None, :].astype(np.float32)
     z = np.zeros(len(P), np.float32)
-    return grid.cell_overlap(local, z, z)
+    lo, hi = local.min(1), local.max(1)
+    away = (lo >= 1).any(-1) | (hi <= 0).any(-1)
+    return np.where(away, np.float32(0), grid.cell_overlap(local, z, z))
 
 
 def requests(P, plane):
@@ -778,8 +781,8 @@ def _values_taichi(dest, stored, shape, seed, frame, channels, depth):
     dense = base <= max(TABLE_SLACK * R, 1 << 20)
     ncell = np.zeros(base if dense else 1, np.int32)
     rdst, rci, rcj = (np.empty(R, np.int32) for _ in range(3))
-    rA, rtab = np.empty(R, np.float32), np.empty(R, np.int64)
-    fill(P, rstart, slot, tb, rdst, rci, rcj, rA, rtab, ncell, int(dense))
+    rA, rtab, rL = np.empty(R, np.float32), np.empty(R, np.int64), np.empty((R, 4, 2), np.float32)
+    fill(P, rstart, slot, tb, rdst, rci, rcj, rA, rtab, ncell, rL, int(dense))
     if not dense:                       # far-apart regions of one plane: number the used cells by sorting
         ok = np.nonzero(rtab >= 0)[0]
         keys = np.stack([slot[rdst[ok]], rci[ok], rcj[ok]], 1)
@@ -789,8 +792,8 @@ def _values_taichi(dest, stored, shape, seed, frame, channels, depth):
     start = np.zeros(len(ncell) + 1, np.int64)
     np.cumsum(ncell, out=start[1:])
     M = max(int(start[-1]), 1)                  # requests that overlap: list positions, cell by cell
-    lst, ldst, lA = np.empty(M, np.int32), np.empty(M, np.int32), np.empty(M, np.float32)
-    by_cell(rtab, start, np.zeros(len(ncell), np.int32), rdst, rA, lst, ldst, lA)
+    lst, ldst, lA, lL = np.empty(M, np.int32), np.empty(M, np.int32), np.empty(M, np.float32), np.empty((M, 4, 2), np.float32)
+    by_cell(rtab, start, np.zeros(len(ncell), np.int32), rdst, rA, rL, lst, ldst, lA, lL)
     ids = np.array(sorted(stored), np.int64)
     st_off = np.zeros(len(ids) + 1, np.int32)
     st_off[1:] = np.cumsum([len(stored[a][0]) for a in ids])
@@ -803,7 +806,7 @@ def _values_taichi(dest, stored, shape, seed, frame, channels, depth):
     fr, kid, coef = np.empty((M, L + 1), np.float32), np.empty((M, max(L, 1), 4), np.float32), np.empty((M, 3), np.float32)
     pos = np.zeros(R, np.int32)
     H, W = shape
-    cells(P, np.ascontiguousarray(plane, np.int64), rci, rcj, start, lst, ldst, lA, pos, ids, st_off, st_pix, st_val,
+    cells(np.ascontiguousarray(plane, np.int64), rci, rcj, start, lst, ldst, lA, lL, pos, ids, st_off, st_pix, st_val,
           acc, claim, miss, fold, fr, kid, coef, np.ascontiguousarray(where, np.float32), np.uint32(seed), int(depth),
           int(H), int(W))
     dfold = np.empty(n, np.int32)

@@ -31,6 +31,8 @@ REFERENCE = 16   # level-0 cell value
 CHILDREN = 32    # + l: the three Hadamard normals that split a level-l cell into its children
 BRIDGE = 48      # + 16·o + l: midpoints of the Brownian bridge (orientation o < 3) of a level-l leaf
 BRIDGE_FILL = 96  # + 16·o + l: a split point inside that bridge's finest interval, keyed by its pixel
+VOLUME = 144     # + l: 3D reference cell (i, j, k) of level l: a = i, b = j, pair = (8k + m)·P + channel
+                 # pair, m = 0 its level-0 value, 1..7 the Hadamard normals that split it
 
 _M1 = 0x7FEB352D
 _M2 = 0x846CA68B

@@ -23,7 +23,9 @@ import numpy as np
 from core2d import _taichi, ops, partition, rng
 from core2d.warper import Serialised
 
-METHODS = ("particle", "supersample")
+from . import flowmap
+
+METHODS = ("particle", "supersample", "flowmap")
 BACKENDS = ("auto", "taichi", "numpy")
 
 
@@ -165,13 +167,18 @@ class VolumeWarper(Serialised):
     output being its ∫-pooling. The footprint error of the particle method (it ignores the
     rotation and scale of the preimage) shrinks with the fine cell size, so the result tends to
     the exact polyhedral overlaps, and sub-voxel motion diffuses `factor`× less.
+    method "flowmap": every frame integrates one reference field over each voxel's preimage
+    through the composed map (noise3d.flowmap): white every frame, no diffusion over time.
+    Options `depth` (reference cells of 2^-depth voxel, 1 or 2) and `reanchor` (as 2D);
+    `step(..., revealed=mask)` starts new reference regions at revealed voxels (the other
+    methods give them fresh noise); `last_stats` reports what the step did.
 
     Threads: as core2d.NoiseWarper (steps of one warper serialised; Taichi launches of all
     warpers, 2D and 3D, one at a time under core2d._taichi.LOCK).
     """
 
     def __init__(self, shape, channels=1, method="particle", seed=0, backend="auto", factor=2,
-                 noise=None):
+                 noise=None, depth=flowmap.DEPTH, reanchor=flowmap.REANCHOR):
         if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3:
             raise ValueError(f"shape must be three positive integers (X, Y, Z); got {shape!r}")
         shape = tuple(ops.check_int("each size of shape", n) for n in shape)
@@ -184,6 +191,16 @@ class VolumeWarper(Serialised):
         if np.prod([n * factor for n in shape], dtype=np.float64) >= 2 ** 31:
             raise ValueError(f"volume {shape} × factor {factor} has too many voxels (the kernels "
                              "index cells with 32-bit integers); use a smaller shape or factor")
+        if method == "flowmap":
+            if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or not 1 <= depth <= flowmap.MAX_DEPTH:
+                raise ValueError(f"depth must be 1 or {flowmap.MAX_DEPTH} for the volume flow map; got {depth!r}")
+            reanchor = float(reanchor or 0)
+            if not (reanchor == 0 or 1 < reanchor < np.inf):
+                raise ValueError(f"reanchor must be 0 (never) or a threshold above 1; got {reanchor!r}")
+            if noise is not None:
+                raise ValueError("method 'flowmap' draws its own reference noise: initial noise cannot be given")
+        self.depth, self.reanchor = int(depth), float(reanchor)
+        self.last_stats = {}
         self.shape = shape
         self.channels = channels
         self.method = method
@@ -195,7 +212,10 @@ class VolumeWarper(Serialised):
         self._lock = threading.RLock()
         self._buffers = None
         fine = tuple(n * factor for n in shape)
-        if noise is not None:
+        if method == "flowmap":
+            with _taichi.lock(self.backend):
+                self._state = flowmap.VolumeMap.start(shape, self.seed, channels, self.depth, self.backend)
+        elif noise is not None:
             noise = np.asarray(noise, np.float32)
             if noise.shape != fine + (channels,):
                 raise ValueError(f"initial noise has shape {noise.shape}; expected {fine + (channels,)}"
@@ -211,12 +231,14 @@ class VolumeWarper(Serialised):
     def noise(self) -> np.ndarray:
         """The current frame, [X, Y, Z, C] float32 (the ∫-pooled state for method='supersample'),
         read-only: writing to it must not change the warper (copy it to modify)."""
+        if self.method == "flowmap":
+            return _read_only(self._state.noise)
         return _read_only(ops.pool(self._state, self.factor) if self.factor > 1 else self._state)
 
     @property
     def state(self) -> np.ndarray:
-        """The internal noise, [sX, sY, sZ, C] (equal to `noise` for method='particle'), read-only."""
-        return _read_only(self._state)
+        """The internal noise, [sX, sY, sZ, C] (equal to `noise` for methods 'particle', 'flowmap'), read-only."""
+        return _read_only(self._state.noise if self.method == "flowmap" else self._state)
 
     def save(self, path):
         """Write the state and what made it to an .npz, atomically; `load` resumes exactly."""
@@ -225,10 +247,14 @@ class VolumeWarper(Serialised):
         with self._lock:
             config = dict(shape=list(self.shape), channels=self.channels, method=self.method,
                           seed=self._user_seed, factor=self.factor, frame=self.frame)
-            state = self._state
+            extra = {}
+            if self.method == "flowmap":
+                config.update(depth=self.depth, reanchor=self.reanchor)
+                extra = self._state.arrays()
+            state = self.state
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, config=json.dumps(config), state=state)
+                np.savez(f, config=json.dumps(config), state=state, **extra)
 
     @classmethod
     def load(cls, path, backend="auto"):
@@ -238,6 +264,7 @@ class VolumeWarper(Serialised):
         try:
             with np.load(path, allow_pickle=False) as d:
                 config, state = json.loads(str(d["config"])), d["state"]
+                arrays = {k: d[k] for k in d.files if k.startswith("flowmap_")}
         except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
         try:
@@ -247,7 +274,14 @@ class VolumeWarper(Serialised):
             if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
                 raise ValueError(f"saved frame must be a non-negative integer, got {frame!r}")
             ops.check_white(state, "saved state")
-            v = cls(**config, backend=backend, noise=state)
+            if config.get("method") == "flowmap":
+                v = cls(**config, backend=backend)
+                try:
+                    v._state = flowmap.VolumeMap.from_arrays(arrays, np.array(state, np.float32))
+                except KeyError as exc:
+                    raise ValueError(f"not a saved volume warper state (missing {exc})") from None
+            else:
+                v = cls(**config, backend=backend, noise=state)
         except TypeError as exc:
             raise ValueError(f"{path}: not a saved volume warper state ({exc})") from None
         except ValueError as exc:
@@ -267,11 +301,21 @@ class VolumeWarper(Serialised):
             flow = ops.check_flow(flow, self.shape, frame=self.frame + 1, name="inverted flow")
         return flow
 
-    def step(self, flow, direction="backward") -> np.ndarray:
-        """Advance one frame along `flow`; return the new noise. Bad flow: ValueError, state untouched."""
+    def step(self, flow, direction="backward", revealed=None) -> np.ndarray:
+        """Advance one frame along `flow`; return the new noise. Bad flow: ValueError, state untouched.
+
+        revealed: optional bool [X, Y, Z] mask of voxels whose content was not visible in the
+        previous frame: fresh noise there ('flowmap': a new reference region)."""
         with self._lock:
             flow = self.backward_flow(flow, direction)
             frame = self.frame + 1
+            revealed = self._check_revealed(revealed, frame)
+            if self.method == "flowmap":
+                with _taichi.lock(self.backend):
+                    self._state, self.last_stats = flowmap.step(self._state, flow, revealed, self.seed, frame,
+                                                                self.depth, self.reanchor, self.backend)
+                self.frame = frame
+                return self.noise
             if self.backend == "taichi":
                 with _taichi.LOCK:
                     if self._buffers is None:
@@ -281,9 +325,27 @@ class VolumeWarper(Serialised):
                 if self.factor > 1:
                     flow = ops.upsample_flow(flow, self.factor)
                 y = particle_step_numpy(self._state, flow, self.seed, frame)
+            if revealed is not None and revealed.any():         # fresh noise where content is new
+                f = self.factor
+                fine = np.repeat(np.repeat(np.repeat(revealed, f, 0), f, 1), f, 2) if f > 1 else revealed
+                idx = np.nonzero(fine.ravel())[0]
+                y = y.copy()
+                y.reshape(-1, self.channels)[idx] = rng.gauss(self.seed, frame, rng.REVEALED, idx, 0, self.channels)
             self._state = y
             self.frame = frame
             return self.noise
+
+    def _check_revealed(self, revealed, frame):
+        if revealed is None:
+            return None
+        m = np.asarray(revealed)
+        if m.shape != self.shape:
+            raise ValueError(f"revealed mask at frame {frame} has shape {m.shape}; expected {self.shape}")
+        if m.dtype != bool:
+            if m.dtype.kind not in "iu" or not np.isin(m, (0, 1)).all():
+                raise ValueError(f"revealed mask at frame {frame} must be bool (or 0/1 integers), got dtype {m.dtype}")
+            m = m.astype(bool)
+        return m
 
 
 def warp_volume_sequence(flows, channels=1, method="particle", seed=0, backend="auto", factor=2,

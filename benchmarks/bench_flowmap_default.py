@@ -65,8 +65,8 @@ def blender(args, tmp):
     n, size = args.bake_frames, args.bake_size
     scene = scenes.empty_scene(size, size * 9 // 16, (1, n), camera=((-1.0, -9.0, 3.0), (math.radians(72), 0, 0)),
                                linear_keys=True)
-    ground = scenes.quad_grid(scene, 40, 40, 40.0, 40.0)   # in 1-unit quads: mesh motion drops triangles
-    ground.location.z = -1.0                               # that reach behind the camera
+    ground = scenes.quad_grid(scene, 40, 40, 40.0, 40.0)   # the figures in the docs were made with this grid
+    ground.location.z = -1.0
     bpy.ops.mesh.primitive_monkey_add(location=(-1.5, 0, 0.5))
     monkey = bpy.context.active_object
     for f, loc, rot in ((1, (-1.5, 0, 0.5), 0.0), (n, (1.5, 0, 0.8), 1.2)):

@@ -502,10 +502,10 @@ def rasterize(current, previous, width, height, max_pairs=4_000_000):
             prev.append(pclip[tris])
     if not cur:
         return flow, seen.reshape(height, width), before.reshape(height, width)
-    cur = np.concatenate(cur)      # [T, 3, 5]
-    prev = np.concatenate(prev)
-    keep = (cur[:, :, 3] > 1e-9).all(axis=1) & (prev[:, :, 3] > 1e-9).all(axis=1)
-    cur, prev = cur[keep], prev[keep]
+    both = np.concatenate([np.concatenate(cur), np.concatenate(prev)], -1)   # [T, 3, 10]
+    both = clip_triangles(both, both[..., 2] + both[..., 3])    # in front of the near plane now
+    both = clip_triangles(both, both[..., 8] - 1e-9)            # and in front of the camera before
+    cur, prev = both[..., :5], both[..., 5:]
     x, y = _to_pixels(cur, width, height)
     z = cur[..., 2] / cur[..., 3]
     jmin = np.clip(np.ceil(x.min(1) - 0.5), 0, width).astype(np.int64)
@@ -565,6 +565,36 @@ def rasterize(current, previous, width, height, max_pairs=4_000_000):
         before[pix] = pc[order, 4]
     flow[np.abs(flow) < 1e-4] = 0.0  # static surfaces: exactly still, not 1e-15 px
     return flow, seen.reshape(height, width), before.reshape(height, width)
+
+
+def clip_triangles(tris, d):
+    """The parts of triangles [T, 3, K] (vertex attributes, linear across each triangle) where
+    the linear function d [T, 3] is positive: a triangle with one corner outside becomes two,
+    with two outside one, with three none (orientation kept). So a ground plane made of one
+    quad that reaches behind the camera still moves the noise in front of it."""
+    inside = d > 0
+    n = inside.sum(1)
+    out = [tris[n == 3]]
+    for count in (1, 2):
+        sel = np.nonzero(n == count)[0]
+        if not len(sel):
+            continue
+        # roll each triangle so that its odd corner (the one inside, or the one outside) is first
+        first = np.argmax(inside[sel] if count == 1 else ~inside[sel], axis=1)
+        order = (first[:, None] + np.arange(3)) % 3
+        t, dd = tris[sel[:, None], order], d[sel[:, None], order]
+
+        def cut(a, b):      # the point of edge a-b where d = 0
+            w = (dd[:, a] / (dd[:, a] - dd[:, b]))[:, None]
+            return t[:, a] + w * (t[:, b] - t[:, a])
+
+        if count == 1:      # corner 0 inside
+            out.append(np.stack([t[:, 0], cut(0, 1), cut(0, 2)], 1))
+        else:               # corner 0 outside: the quad 1, 2, 2-0, 1-0
+            c20, c10 = cut(2, 0), cut(1, 0)
+            out.append(np.stack([t[:, 1], t[:, 2], c20], 1))
+            out.append(np.stack([t[:, 1], c20, c10], 1))
+    return np.concatenate(out)
 
 
 def _around(values, positions):

@@ -27,10 +27,10 @@ def first_bake_hint():
 
 def _warm_key(bake):
     """What the compiled kernels depend on: the method and the channel, supersampling and
-    latent factors of a texture bake; the channels of a volume bake."""
+    latent factors of a texture bake; the method and channels of a volume bake."""
     if hasattr(bake, "latent_factor"):
         return ("TEXTURE", bake.method, bake.channels, bake.supersample, bake.latent_factor)
-    return ("VOLUME", bake.channels)
+    return ("VOLUME", bake.method, bake.channels)
 
 
 def needs_warm_up(bake):
@@ -57,7 +57,7 @@ def warm_up(bake):
     else:
         import noise3d
         from noise3d.nearest import SampleGrid
-        v = noise3d.VolumeWarper((4, 4, 4), key[1], seed=0)
+        v = noise3d.VolumeWarper((4, 4, 4), key[2], method=key[1], seed=0)
         v.step(np.full((4, 4, 4, 3), 0.3, np.float32))
         SampleGrid(np.eye(3)).query(np.zeros((1, 3)), k=2)
     _WARM[key] = time.perf_counter() - t
@@ -243,6 +243,7 @@ class NOISE_WARP_OT_bake_volume(_ModalBake, bpy.types.Operator):
     write_density: BoolProperty(**_like("write_density"))
     overwrite: BoolProperty(**_like("overwrite"))
     bake_simulations: BoolProperty(**_like("bake_simulations"))
+    method: EnumProperty(**_like("volume_method"))
 
     def make_bake(self, context):
         from .api import VolumeBake

@@ -99,6 +99,7 @@ def _draw_volume(layout, scene, s):
     col = layout.column()
     col.prop(s, "volume_directory")
     col.prop(s, "volume_motion")
+    col.prop(s, "volume_method")
     col.prop(s, "domain")
     if s.volume_motion == 'SMOKE':
         col.prop(s, "smoke_domain")

@@ -38,6 +38,12 @@ MOTION_ITEMS = [
                             "rendering: faster, but it ignores the world background, hair, "
                             "curves and volumes"),
 ]
+VOLUME_METHOD_ITEMS = [
+    ("PARTICLE", "Particle", "Recommended. The grain moves with the motion; over long shots it "
+                             "slowly softens and changes"),
+    ("FLOWMAP", "Flow Map", "The grain stays attached to what moves for the whole shot and "
+                            "does not soften. Slower than Particle"),
+]
 VOLUME_MOTION_ITEMS = [
     ("MESH", "Meshes", "The noise moves with the meshes in the Source Collection"),
     ("SMOKE", "Smoke", "The noise moves with a baked smoke or fire simulation"),
@@ -124,6 +130,8 @@ class NoiseWarpSettings(bpy.types.PropertyGroup):
                                  description="Independent noise values per voxel")
     volume_motion: EnumProperty(name="Motion", items=VOLUME_MOTION_ITEMS, default="MESH",
                                 description="What moves the noise")
+    volume_method: EnumProperty(name="Method", items=VOLUME_METHOD_ITEMS, default="PARTICLE",
+                                description="How the noise is carried from frame to frame")
     smoke_domain: PointerProperty(name="Smoke Domain", type=bpy.types.Object,
                                   poll=lambda self, obj: any(
                                       m.type == 'FLUID' and m.fluid_type == 'DOMAIN'

@@ -26,7 +26,9 @@ VOLUME_ARGS = {"directory": "volume_directory", "frame_start": "frame_start",
                "source_collection": "source_collection", "resolution": "resolution",
                "channels": "volume_channels", "seed": "seed", "motion": "volume_motion",
                "write_density": "write_density", "overwrite": "overwrite",
-               "smoke_domain": "smoke_domain", "bake_simulations": "bake_simulations"}
+               "smoke_domain": "smoke_domain", "bake_simulations": "bake_simulations",
+               "method": "volume_method"}
+VOLUME_METHODS = ("particle", "flowmap")
 
 
 def domain_grid(obj, resolution, depsgraph=None):
@@ -175,7 +177,8 @@ class VolumeBake:
 
     def __init__(self, scene=None, directory=None, frame_start=None, frame_end=None, domain=None,
                  source_collection=None, resolution=None, channels=None, seed=None, motion=None,
-                 write_density=None, overwrite=None, smoke_domain=None, bake_simulations=None):
+                 write_density=None, overwrite=None, smoke_domain=None, bake_simulations=None,
+                 method=None):
 
         scene = scene or bpy.context.scene
         self.scene = scene
@@ -184,7 +187,10 @@ class VolumeBake:
                                  resolution=resolution, channels=channels, seed=seed,
                                  motion=motion, write_density=write_density,
                                  overwrite=overwrite, smoke_domain=smoke_domain,
-                                 bake_simulations=bake_simulations), VOLUME_ARGS)
+                                 bake_simulations=bake_simulations, method=method), VOLUME_ARGS)
+        self.method = str(a["method"]).lower()
+        if self.method not in VOLUME_METHODS:
+            raise BakeError(f"volume method must be one of {', '.join(VOLUME_METHODS)}; got {a['method']!r}")
         self.motion = str(a["motion"]).upper()
         if self.motion == "MESH":
             self.source = MeshSource(scene, _lookup("collection", a["source_collection"],
@@ -218,7 +224,7 @@ class VolumeBake:
                          "origin": [float(o) for o in self.origin],
                          "voxel_size": self.voxel_size, "frame_start": self.frame_start,
                          "motion": self.motion, "source": self.source.name,
-                         "density": self.write_density}
+                         "density": self.write_density, "method": self.method}
         self._resume = _Resume(self.directory, "volume")
         self.resume_from = None
         meta = self._resume.read()
@@ -257,16 +263,14 @@ class VolumeBake:
                 self._simulations = []
             if self.resume_from:
                 last = self.resume_from["last_frame"]
-                state = np.load(os.path.join(self._resume.dir, self.resume_from["state"]))
-                w = noise3d.VolumeWarper(self.shape, self.channels, seed=self.seed, noise=state)
-                w.frame = last - self.frame_start
+                w = noise3d.VolumeWarper.load(os.path.join(self._resume.dir, self.resume_from["state"]))
                 self.warnings.append(f"resumed after frame {last}")
             else:
                 self.source.prescan(self.frame_start, self.frame_end)
                 self.warnings += getattr(self.source, "notes", [])
                 if self.overwrite:
                     self._resume.clear()
-                w = noise3d.VolumeWarper(self.shape, self.channels, seed=self.seed)
+                w = noise3d.VolumeWarper(self.shape, self.channels, method=self.method, seed=self.seed)
                 last = self.frame_start
                 self._write(last, w.noise)
             yield last - self.frame_start + 1, total, f"frame {last}"
@@ -280,9 +284,7 @@ class VolumeBake:
                 t = time.perf_counter()
                 self._write(frame, noise)
                 os.makedirs(self._resume.dir, exist_ok=True)
-                state_path = self._resume.state_path(frame)
-                from noisewarp.io import save_npy
-                save_npy(state_path, w.state)
+                w.save(self._resume.state_path(frame))      # the whole state (a flow map's too)
                 self._resume.write(self.settings, frame)
                 self.write_seconds += time.perf_counter() - t
                 yield frame - self.frame_start + 1, total, f"frame {frame}"
@@ -313,7 +315,8 @@ def bake_volume(scene=None, directory=None, frame_start=None, frame_end=None, do
     domain / source_collection: objects or names. options: motion ('MESH': the meshes of
     source_collection; 'SMOKE': the baked cache of the fluid domain smoke_domain, which is also
     the default domain), smoke_domain, write_density, overwrite, bake_simulations (see
-    api.bake_texture). Returns the finished VolumeBake.
+    api.bake_texture), method ('particle' | 'flowmap': the grain stays attached to what moves
+    over long shots, slower). Returns the finished VolumeBake.
     """
     bake = VolumeBake(scene, directory, frame_start, frame_end, domain, source_collection,
                       resolution, channels, seed, **options)

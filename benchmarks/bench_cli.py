@@ -53,6 +53,8 @@ def main():
     ap.add_argument("--method", default="particle")
     ap.add_argument("--preset", default="medium", choices=["ultrafast", "fast", "medium"])
     ap.add_argument("--supersample", type=int, default=1)
+    ap.add_argument("--occlusions", action=argparse.BooleanOptionalAction, default=True,
+                    help="revealed masks as warp makes them by default (a second DIS flow per frame)")
     args = ap.parse_args()
 
     from noisewarp.runner import warp_to_folder
@@ -70,11 +72,11 @@ def main():
         w.step(np.zeros((src.height, src.width, 2), np.float32))
         t0 = time.perf_counter()
         summary = warp_to_folder(src, os.path.join(tmp, "out"), method=args.method,
-                                 supersample=args.supersample, progress=False)
+                                 supersample=args.supersample, progress=False, occlusions=args.occlusions)
         wall = time.perf_counter() - t0
     pf = summary["per_frame_seconds"]
     res = {"size": f"{args.width}x{args.height}", "frames": summary["frames"], "method": args.method,
-           "supersample": args.supersample, "dis_preset": args.preset,
+           "supersample": args.supersample, "dis_preset": args.preset, "occlusions": args.occlusions,
            "ms_per_frame": {k: round(v * 1e3, 1) for k, v in pf.items()},
            "wall_s": round(wall, 2), "warp_le_flow": pf["warp"] <= pf["flow"],
            "warp_over_flow": round(pf["warp"] / pf["flow"], 2)}

@@ -29,7 +29,7 @@ CHECKPOINT_SHARE = 0.05      # auto checkpoints take at most this share of the r
 METHOD_COST = {
     "particle": (100, 30, 250, 100), "grid": (200, 25, 600, 150), "upsample": (255, 10, 4000, 500),
     "gp": (100, 30, 0, 0), "nearest": (80, 30, 100, 40), "bilinear": (70, 10, 100, 60),
-    "fixed": (70, 10, 1, 1), "resample": (80, 15, 200, 100), "flowmap": (600, 60, 8000, 500),
+    "fixed": (70, 10, 1, 1), "resample": (80, 15, 200, 100), "flowmap": (800, 60, 10000, 600),
 }
 FLOWMAP_STATE = (80, 8)      # bytes per state pixel a flow map adds to its noise (fixed, per channel)
 GP_NS_PER_FEATURE = 40

@@ -670,7 +670,7 @@ class ArraySource(Source):
 
 
 def open_source(path, frames=None, flow_layout="auto", flow_order="xy", flow_negate=False,
-                flow_direction=None, invert="invert", dis_preset="medium", occlusions=False,
+                flow_direction=None, invert="invert", dis_preset="medium", occlusions=True,
                 fresh_start=False, revealed=None):
     """Pick the reader for INPUT: a video, a .npy flow stack, a folder of .flo or of EXRs;
     `revealed`: a file of revealed masks to use instead of the source's own."""

@@ -15,11 +15,12 @@ stays put while the content moves) and where it did not ("static"). Without flow
 is compared in place. Frames are read one at a time, so stacks larger than memory are fine.
 
 Even noise carried perfectly with the content correlates only partly with the one cell its
-pixel lands in: by the overlap of the pixel's square, carried back, with that cell (0.49 for a
+pixel lands in: for perfect transport, y_p = W(R)/sqrt|R| over the pixel's square carried back
+(R: its corners followed through the same flows), so corr = |R ∩ cell| / sqrt|R| (0.49 for a
 (0.3, 0.7) px offset). So each lag also reports coherence "relative to perfect transport": the
-correlation divided by that mean overlap. 1 means the noise is exactly where the content took
-it however far back; frame-to-frame warpers fall below 1 as the lag grows (each step re-samples
-the sub-pixel structure), flow-map noise stays near 1 (exact for locally rigid motion).
+correlation divided by the mean of that value. 1 means the noise is exactly where the content
+took it however far back; frame-to-frame warpers fall below 1 as the lag grows (each step
+re-samples the sub-pixel structure), flow-map noise stays near 1.
 """
 import json
 import os
@@ -188,6 +189,26 @@ def overlap_with_cell(positions):
     return (1 - d[..., 0]) * (1 - d[..., 1])
 
 
+def transported_overlap(corners, positions):
+    """What perfect transport correlates with the cell each pixel lands in: |R ∩ cell| / sqrt|R|,
+    R the quad of its corners carried back ([H+1, W+1, 2]); the unit square's overlap where R is
+    degenerate (folded, collapsed)."""
+    from core2d import grid
+
+    P = np.stack([corners[:-1, :-1], corners[:-1, 1:], corners[1:, 1:], corners[1:, :-1]], axis=2)
+    P = P.reshape(-1, 4, 2).astype(np.float64)
+    cell = np.floor(positions.reshape(-1, 2))
+    area = grid.shoelace(P).astype(np.float64)
+    d = np.roll(P, -1, axis=1) - P
+    turn = d[..., 0] * np.roll(d, -1, axis=1)[..., 1] - d[..., 1] * np.roll(d, -1, axis=1)[..., 0]
+    good = (area > 1e-3) & ~((turn < 0).any(-1))
+    out = overlap_with_cell(positions).reshape(-1).astype(np.float64)
+    if good.any():
+        ov = grid.cell_overlap(P[good], cell[good, 0], cell[good, 1]).astype(np.float64)
+        out[good] = ov / np.sqrt(area[good])
+    return out.reshape(positions.shape[:-1])
+
+
 def coherence_along_flow(noise, flows=None, f=1, masks=None, max_lag=16, ends=8):
     """Correlation of frame t+k with frame t carried along the flow, for k = 1..max_lag, on the
     pixels that stayed visible, split into moving and static; plus every frame's lag-1 value.
@@ -197,6 +218,7 @@ def coherence_along_flow(noise, flows=None, f=1, masks=None, max_lag=16, ends=8)
     T, h, w = len(noise), noise.shape[1], noise.shape[2]
     L = min(int(max_lag), T - 1)
     p0 = centres(h, w)
+    c0 = np.stack(np.meshgrid(np.arange(w + 1, dtype=np.float32), np.arange(h + 1, dtype=np.float32)), -1)
     own = np.floor(p0).astype(np.int64)
     flow_cache, mask_cache = {}, {}
 
@@ -216,6 +238,7 @@ def coherence_along_flow(noise, flows=None, f=1, masks=None, max_lag=16, ends=8)
         """Follow frame t1's pixels back; add each lag's pairs to acc[lag][region]."""
         x1 = np.asarray(noise[t1], np.float32)
         pos, visible = p0.copy(), np.ones((h, w), bool)
+        corners = c0.copy()
         for k in range(1, max(lags) + 1):
             s = t1 - k + 1                                   # stepping from frame s to s-1
             if flows is not None:
@@ -225,11 +248,13 @@ def coherence_along_flow(noise, flows=None, f=1, masks=None, max_lag=16, ends=8)
                     cj = np.clip(np.floor(pos[..., 0]).astype(np.int64), 0, w - 1)
                     visible &= ~m[ci, cj]
                 pos = compose_back(pos, flow(s - 1))
+                corners = compose_back(corners, flow(s - 1))
             x0, inside = sample_back(np.asarray(noise[t1 - k], np.float32), positions=pos)
             visible &= inside
             if k in lags:
                 moved = np.any(np.floor(pos).astype(np.int64) != own, axis=-1)
-                for name, (a, b, o) in _regions(x1, x0, moved, visible, overlap_with_cell(pos)).items():
+                perfect = transported_overlap(corners, pos) if flows is not None else np.ones((h, w))
+                for name, (a, b, o) in _regions(x1, x0, moved, visible, perfect).items():
                     acc[k][name].add(a, b, o)
         for name in flow_cache.copy():                        # keep the flows the next ends need
             if name < t1 - L:

@@ -27,8 +27,16 @@ def register(subparsers):
     p.add_argument("--resolution", type=int, required=True,
                    help="voxels along the longest side of the domain")
     p.add_argument("--channels", type=int, default=1)
-    p.add_argument("--method", choices=METHODS, default="particle")
+    p.add_argument("--method", choices=METHODS, default="particle",
+                   help="particle (default), supersample, or flowmap (the noise stays attached to what "
+                        "moves over long shots instead of slowly blurring away; slower)")
     p.add_argument("--factor", type=int, default=2, help="state resolution factor of --method supersample")
+    p.add_argument("--depth", type=int, default=None, metavar="D",
+                   help="flowmap: reference cells of 1/2 (D=1, default) or 1/4 voxel (D=2): finer follows "
+                        "slow motion more smoothly, about 8x the work")
+    p.add_argument("--reanchor", type=float, default=None, metavar="R",
+                   help="flowmap: voxels whose source volume grew or shrank more than R times, or is "
+                        "stretched R:1, start fresh reference noise (default 4; 0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--format", choices=["auto", "vdb", "npz"], default="auto",
@@ -121,6 +129,9 @@ def run(args):
         raise ValueError("--format vdb needs the openvdb module (pip install bpy==5.0.1, which bundles it); "
                          "or use --format npz")
     ext = "." + fmt
+    flowmap = {k: v for k, v in (("depth", args.depth), ("reanchor", args.reanchor)) if v is not None}
+    if flowmap and args.method != "flowmap":
+        raise ValueError(f"--{next(iter(flowmap))} is an option of --method flowmap (this run uses {args.method})")
     kind, files = list_inputs(args.input)
     if len(files) < 2:
         raise ValueError(f"{args.input}: {len(files)} frame(s); at least 2 are needed to make motion")
@@ -191,6 +202,7 @@ def run(args):
     meta = dict(input=os.path.abspath(args.input), kind=kind, frames=len(files), shape=list(shape),
                 channels=args.channels, voxel_size=float(vs), origin=[float(o) for o in origin],
                 method=args.method, factor=args.factor if args.method == "supersample" else 1,
+                **({"flowmap": flowmap} if args.method == "flowmap" else {}),
                 seed=args.seed, format=fmt, files=f"{args.name}_####{ext}", first=args.start,
                 grid_names=vdbio.channel_names(args.name, args.channels) + (["density"] if args.density else []))
     from noisewarp.io import atomic_path
@@ -214,7 +226,7 @@ def run(args):
             return 0
     if warper is None:
         warper = VolumeWarper(shape, channels=args.channels, method=args.method, seed=args.seed,
-                              backend=args.backend, factor=args.factor)
+                              backend=args.backend, factor=args.factor, **flowmap)
     with atomic_path(meta_path) as tmp:
         with open(tmp, "w") as f:
             json.dump(meta, f, indent=2)

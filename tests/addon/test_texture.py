@@ -198,6 +198,27 @@ def test_mesh_motion_matches_vector_pass(registered):
     assert np.abs(a - b).max() < 0.05
 
 
+def test_mesh_motion_of_a_plane_reaching_behind_the_camera(registered):
+    """A perspective camera moving over a ground plane of one quad that reaches behind it: the
+    triangles are clipped at the near plane, not dropped, so the ground moves as Cycles sees it."""
+    from addon.motion import MeshMotion
+    scene = scenes.empty_scene(64, 48, (1, 4), camera=((0.0, -6.0, 1.5), (1.35, 0.0, 0.0)))
+    scenes.add_plane(scene, size=40.0)
+    cam = scene.camera
+    for f, x in ((1, 0.0), (4, 0.6)):
+        cam.location.x = x
+        cam.keyframe_insert("location", index=0, frame=f)
+    scenes.make_linear(cam)
+    a = scenes.vector_pass_flow(scene, 3, 64, 48)
+    b, revealed = MeshMotion(scene, 64, 48).motion(3)
+    ground = np.abs(a).max(-1) > 0
+    assert ground.sum() > 1000
+    assert np.abs(a - b)[ground].max() < 0.05
+    entering = ground & (np.arange(64) + 0.5 + a[..., 0] >= 64)   # came from beyond the right edge
+    assert entering.sum() > 20
+    np.testing.assert_array_equal(revealed, entering)
+
+
 def test_mesh_motion_bake_and_latent(registered, outdir):
     scenes.moving_cube_scene(px_per_frame=8.0, width=64, height=48)
     res = bpy.ops.noise_warp.bake_texture(directory=outdir, motion='MESH', latent_factor=8,

@@ -193,3 +193,20 @@ def test_docs_state_the_thresholds():
 
     text = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "cli.md"), encoding="utf-8").read()
     assert f"α = {ALPHA}" in text and "Bonferroni" in text and f"{MIN_SAMPLES} values" in text
+
+
+@pytest.mark.parametrize("scale", [0.8, 1.25])
+def test_perfect_transport_follows_the_pixel_quad(scale):
+    """Coherence relative to perfect transport uses the pixel's square carried back (its corners
+    followed too): the exact grid warper scores 1 at lag 1 under a zoom, where the unit square's
+    overlap would say 0.94 or 1.09."""
+    import core2d
+    from noisewarp.stats import coherence_along_flow
+
+    H, W = 64, 96
+    ii, jj = np.mgrid[0:H, 0:W] + 0.5
+    f = np.stack([(jj - W / 2) * (scale - 1), (ii - H / 2) * (scale - 1)], -1).astype(np.float32)
+    flows = np.stack([f] * 3)
+    n = core2d.warp_sequence(flows, channels=8, method="grid", seed=1, backend="numpy")
+    c = coherence_along_flow(n, flows, max_lag=1, ends=3)
+    assert abs(c["all_transport"][0] - 1) < 0.03, c["all_transport"]

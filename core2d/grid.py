@@ -403,6 +403,6 @@ def step_taichi(x, flow, seed, frame, max_span=MAX_SPAN, footprint="quad", work=
     floor = 0.0 if footprint == "box" else 1.0
     y = np.empty(x.shape, np.float32) if own else work.other(x, x.shape)
     partition.split_gather(np.ascontiguousarray(x.reshape(-1, C)), w, v_out, seed, frame, floor, work,
-                           y.reshape(N, C), n, bool(overflow[0]), src, partition.GENERAL, dst=dst, dst_start=start)
+                           y.reshape(N, C), n, bool(overflow[0]), src, partition.GENERAL, dst_start=start)
     work.trim(MAX_SLOTS_KEPT * N)
     return y, {"fallback_pixels": n_bad}

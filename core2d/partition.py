@@ -43,9 +43,72 @@ def quantize(v) -> np.ndarray:
 def split_requests(x, src, dst, w, n_dst, seed, frame, floor):
     """Bridge-split cells among requests; return (sum of pieces per destination [n_dst, C], Σa per destination).
 
+    The sequential bridge (ALGORITHMS.md §2): each cell walks its requests in list order and
+    draws piece j given the pieces before it, so a cell of k requests costs k - 1 normals (the
+    last piece is what is left), k when an unrequested leftover remains. The order is a property
+    of the data (the request list is sorted by destination), so the result does not depend on
+    who computes it. Remaining areas are exact 2**32 fixed-point integers (`quantize`): before
+    piece j the cell has R_j of R_0 left, piece j takes q_j, and given the sum s of the pieces
+    before it, piece j = f (x - s) + sqrt(f R_{j+1} / R_0) n_j with f = q_j / R_j
+    (n_j ~ N(0, 1) keyed by (cell, j)); R_0 = max(T_c, floor) with T_c = Σ q.
+
     x: [N_cells, C] float32 noise. src, dst: int arrays of request cells / destinations,
     sorted by destination (the summation order the Taichi kernels use). w: float32 weights > 0.
     """
+    x = np.asarray(x, np.float32)
+    n_cells, channels = x.shape
+    w = np.asarray(w, np.float32)
+    src = np.asarray(src, np.int64)
+    qw = quantize(w)
+    T = np.zeros(n_cells, np.int64)
+    np.add.at(T, src, qw)
+    R0 = np.maximum(T, quantize(floor))             # the cell's whole, in fixed point
+    den = np.maximum(T.astype(np.float32) * INV_SCALE, np.float32(floor))
+    a = w / den[src]                                # area fraction of each piece
+
+    order = np.argsort(src, kind="stable")          # cell by cell, each cell's requests in list order
+    s, qs = src[order], qw[order]
+    first = np.searchsorted(s, s)                   # where each request's cell starts
+    rank = np.arange(s.size) - first
+    taken = np.cumsum(qs)
+    before = R0[s] - (taken - qs - (taken[first] - qs[first]))   # R_j
+    after = before - qs                                          # R_{j+1}
+    draw = after > 0                                # the last piece of a cell without leftover: no draw
+    f = np.where(before > 0, qs.astype(np.float32) / np.maximum(before, 1).astype(np.float32), np.float32(0))
+    inv0 = np.float32(1) / np.maximum(R0, 1).astype(np.float32)
+    sd = np.sqrt(f * (after.astype(np.float32) * inv0[s]))
+    n = np.zeros((s.size, channels), np.float32)
+    n[draw] = rng.gauss(seed, frame, rng.PIECE, s[draw], rank[draw], channels)
+
+    piece_s = np.empty((s.size, channels), np.float32)
+    sums = np.zeros((n_cells, channels), np.float32)   # the pieces taken so far, per cell
+    by_rank = np.argsort(rank, kind="stable")
+    pos = 0
+    for k in np.bincount(rank) if s.size else []:    # piece j of every cell at once
+        rows = by_rank[pos:pos + k]
+        pos += k
+        c = s[rows]
+        rest = x[c] - sums[c]
+        v = np.where(draw[rows, None], f[rows, None] * rest + sd[rows, None] * n[rows], rest)
+        v[before[rows] <= 0] = 0                     # nothing left (weights below 2**-32)
+        piece_s[rows] = v
+        sums[c] += v
+
+    piece = np.empty_like(piece_s)
+    piece[order] = piece_s
+    y = np.zeros((n_dst, channels), np.float32)
+    np.add.at(y, dst, piece)
+    asum = np.zeros(n_dst, np.float32)
+    np.add.at(asum, dst, a)
+    return y, asum
+
+
+def split_requests_zero_sum(x, src, dst, w, n_dst, seed, frame, floor):
+    """The same law in the order-free zero-sum form: piece = a x + z - a S, z = sqrt(a) n over
+    every piece and the leftover, S = Σ z. One normal per piece (keyed by (cell, destination))
+    and none depends on another, so a kernel can take each piece on its own in a second pass
+    over destinations (the 3D warper: nothing materialised per request). Returns as
+    `split_requests`."""
     x = np.asarray(x, np.float32)
     n_cells, channels = x.shape
     w = np.asarray(w, np.float32)
@@ -279,13 +342,18 @@ def _split_kernels():
     taichi_funcs()
     bridge_piece, q = _TI_PIECE
     site_key, gauss_at = rng.taichi_sites()
+    gauss4_at = rng.taichi_groups()[1]
+    mix = rng._build().mix
     nd = ti.types.ndarray
 
     @ti.kernel
     def fill(cell: nd(dtype=ti.i32, ndim=1), w: nd(dtype=ti.f32, ndim=1), start: nd(dtype=ti.i32, ndim=1),
              cursor: nd(dtype=ti.i32, ndim=1), by_cell: nd(dtype=ti.i32, ndim=1), W: ti.i32, mode: ti.template()):
         """Counting sort of the requests by cell: cell[r], or for PARTICLE the cell of corner r % 4
-        from the pixel's corner-(0, 0) cell cell[r // 4] in a frame W cells wide."""
+        from the pixel's corner-(0, 0) cell cell[r // 4] in a frame W cells wide. Serial, so each
+        cell's list is in request order (the bridge's order); used only when a cell has more
+        requests than the fixed slots."""
+        ti.loop_config(serialize=True)
         for r in range(w.shape[0]):
             if w[r] > 0:
                 c = 0
@@ -294,89 +362,71 @@ def _split_kernels():
                     c = cell[r >> 2] + (k >> 1) * W + (k & 1)
                 else:
                     c = cell[r]
-                by_cell[start[c] + ti.atomic_add(cursor[c], 1)] = r
+                by_cell[start[c] + cursor[c]] = r
+                cursor[c] += 1
 
     @ti.kernel
     def split(x: nd(dtype=ti.f32, ndim=2), w: nd(dtype=ti.f32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),
-              key: nd(dtype=ti.u32, ndim=1), n: nd(dtype=ti.i32, ndim=1), start: nd(dtype=ti.i32, ndim=1),
-              by_cell: nd(dtype=ti.i32, ndim=1), dst: nd(dtype=ti.i32, ndim=1), K: ti.i32,
-              piece_base: ti.u32, left_base: ti.u32, floor: ti.f32, mode: ti.template()):
-        """One thread per cell: T_c (exact fixed point), the cell's normals (each drawn once),
-        S_c = Σ z per channel, then every piece a x + sqrt(a) n - a S in place of its normal;
-        w[r] becomes the area fraction a = w / max(T_c, floor). The cell's requests are
-        by_cell[c K : c K + n[c]] (fixed slots) or by_cell[start[c] : start[c + 1]] (K = 0).
-        piece has the channels padded to a multiple of G (the padding is scratch)."""
+              n: nd(dtype=ti.i32, ndim=1), start: nd(dtype=ti.i32, ndim=1), by_cell: nd(dtype=ti.i32, ndim=1),
+              K: ti.i32, piece_base: ti.u32, floor: ti.f32, floor_q: ti.i64):
+        """One thread per cell: its requests in order (fixed slots are filled in any order, so
+        they are sorted first), T_c (exact fixed point), then the sequential bridge of
+        `split_requests`, channels in groups of G: piece j = f (x - s) + sqrt(f R_{j+1} / R_0) n_j,
+        the last piece the rest. w[r] becomes the area fraction a = w / max(T_c, floor). The
+        cell's requests are by_cell[c K : c K + n[c]] (fixed slots) or by_cell[start[c] :
+        start[c + 1]] (K = 0). piece has the channels padded to a multiple of G (scratch)."""
         C = x.shape[1]
         ng = (C + G - 1) // G
         for c in range(x.shape[0]):
             base, cnt = c * K, 0
             if K > 0:
                 cnt = n[c]
+                for i in range(1, cnt):              # insertion sort of the (<= K) slots
+                    v = by_cell[base + i]
+                    k = i
+                    while k > 0:
+                        u = by_cell[base + k - 1]
+                        if u <= v:
+                            break
+                        by_cell[base + k] = u
+                        k -= 1
+                    by_cell[base + k] = v
             else:
                 base = start[c]
                 cnt = start[c + 1] - base
-            r0 = by_cell[base]
-            if cnt == 1 and w[r0] / ti.max(ti.cast(q(w[r0]), ti.f32) * (1.0 / SCALE), floor) >= 1.0:
-                w[r0] = w[r0] / ti.max(ti.cast(q(w[r0]), ti.f32) * (1.0 / SCALE), floor)
-                for ch in range(C):                  # one requester taking the whole cell (static
-                    piece[r0, ch] = x[c, ch]         # regions): its piece is x, no draws at all
-            elif cnt > 0:
+            if cnt > 0:
                 T = ti.i64(0)
-                den, a0, rs = 0.0, 0.0, 0.0
+                for i in range(base, base + cnt):
+                    T += q(w[by_cell[i]])
+                R0 = ti.max(T, floor_q)
+                den = ti.max(ti.cast(T, ti.f32) * (1.0 / SCALE), floor)
+                inv0 = 1.0 / ti.cast(ti.max(R0, 1), ti.f32)
+                kc = mix(piece_base ^ ti.cast(c, ti.u32))   # site_key(piece_base, c, i) = mix(kc ^ i)
                 for gi in range(ng):                 # groups of G channels: a run-time loop
                     g0 = gi * G
-                    U = ti.Vector.zero(ti.i64, G)
-                    for i in range(base, base + cnt):    # T_c, the normals, U = Σ sqrt(w) n
-                        r = by_cell[i]
-                        wr = w[r]
-                        kr = ti.u32(0)
-                        if gi == 0:
-                            T += q(wr)
-                            p = r >> 2
-                            if ti.static(mode == GENERAL):
-                                p = dst[r]
-                            kr = site_key(piece_base, c, p)
-                            if ng > 1:
-                                key[r] = kr
-                        else:
-                            kr = key[r]
-                        sw = ti.sqrt(wr)
-                        for h in ti.static(range(G // 2)):
-                            if g0 + 2 * h < C:
-                                g = gauss_at(kr, ti.cast(gi * (G // 2) + h, ti.u32))
-                                for e in ti.static(range(2)):
-                                    U[2 * h + e] += q(sw * g[e])
-                                    piece[r, g0 + 2 * h + e] = g[e]
-                    if gi == 0:
-                        Tc = ti.cast(T, ti.f32) * (1.0 / SCALE)
-                        den = ti.max(Tc, floor)
-                        a0 = ti.max(1.0 - Tc / den, 0.0)
-                        rs = 1.0 / ti.sqrt(den)
-                    S = ti.Vector.zero(ti.f32, G)
                     xc = ti.Vector.zero(ti.f32, G)
                     for e in ti.static(range(G)):
-                        S[e] = ti.cast(U[e], ti.f32) * (1.0 / SCALE) * rs
                         xc[e] = x[c, ti.min(g0 + e, C - 1)]
-                    if a0 > 0:                           # the unrequested leftover's z
-                        sa0 = ti.sqrt(a0)
-                        lkey = site_key(left_base, c, 0)
-                        for h in range(G // 2):          # (rare outside the grid method)
-                            g = gauss_at(lkey, ti.cast(gi * (G // 2) + h, ti.u32))
-                            S[2 * h] += sa0 * g[0]
-                            S[2 * h + 1] += sa0 * g[1]
-                    xs = xc - S
-                    for i in range(base, base + cnt):    # pieces a (x - S) + sqrt(a) n, in place
-                        r = by_cell[i]                   # of the normals (bridge_piece's algebra)
-                        a = w[r] / den
-                        if a >= 1.0:                     # the whole cell: the bridge is degenerate
-                            for e in ti.static(range(G)):
-                                piece[r, g0 + e] = xc[e]
-                        else:
-                            sa = ti.sqrt(a)
-                            for e in ti.static(range(G)):
-                                piece[r, g0 + e] = a * xs[e] + sa * piece[r, g0 + e]
+                    s = ti.Vector.zero(ti.f32, G)    # the pieces taken so far
+                    Rb = R0
+                    for i in range(cnt):
+                        r = by_cell[base + i]
+                        wr = w[r]
+                        qr = q(wr)
+                        Ra = Rb - qr
+                        v = xc - s                   # the last piece: the rest
+                        if Rb <= 0:                  # nothing left (weights below 2**-32)
+                            v = ti.Vector.zero(ti.f32, G)
+                        elif Ra > 0:
+                            f = ti.cast(qr, ti.f32) / ti.cast(Rb, ti.f32)
+                            sd = ti.sqrt(f * (ti.cast(Ra, ti.f32) * inv0))
+                            v = f * v + sd * gauss4_at(mix(kc ^ ti.cast(i, ti.u32)), gi)
+                        s += v
+                        for e in ti.static(range(G)):
+                            piece[r, g0 + e] = v[e]
                         if gi == ng - 1:
-                            w[r] = a
+                            w[r] = wr / den
+                        Rb = Ra
 
     @ti.kernel
     def gather(piece: nd(dtype=ti.f32, ndim=2), a: nd(dtype=ti.f32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1),
@@ -434,14 +484,12 @@ def _none(dtype):
     return _NONE[dtype]
 
 
-def split_gather(x, w, v_out, seed, frame, floor, work, out, n, overflow, cell, mode, W=0, dst=None,
-                 dst_start=None):
+def split_gather(x, w, v_out, seed, frame, floor, work, out, n, overflow, cell, mode, W=0, dst_start=None):
     """Cell-major split then per-destination gather (the Taichi form of `split_requests` + `finish`).
 
     x [n_cells, C]; w [R] float32 request weights (0 or less: an empty slot), overwritten by the
     area fractions; v_out [n_dst]. Slots: mode PARTICLE, 4 per destination (r = 4p + corner);
-    GENERAL, destination p's are dst_start[p]:dst_start[p+1] in summation order, dst[r] its
-    destination. The caller has listed each cell's requests in fixed slots `work['split.list']`
+    GENERAL, destination p's are dst_start[p]:dst_start[p+1] in summation order. The caller has listed each cell's requests in fixed slots `work['split.list']`
     [n_cells·K_SLOTS] with n [n_cells] requests per cell; overflow: a cell had more, so they are
     counting-sorted instead, using `cell` (GENERAL: cell[r]; PARTICLE: each pixel's corner-(0, 0)
     cell in a frame W wide).
@@ -460,9 +508,7 @@ def split_gather(x, w, v_out, seed, frame, floor, work, out, n, overflow, cell, 
         by_cell = work.get("split.sorted", (max(int(start[-1]), 1),), i32)
         fill(cell, w, start, work.zeros("split.cursor", (n_cells,), i32), by_cell, W, mode)
     piece = work.get("split.pieces", (R, -(-C // G) * G), np.float32)   # channels padded to groups
-    key = work.get("split.keys", (R if C > G else 1,), np.uint32)
     pb, lb, fb = bases(seed, frame)
-    dst = _none(i32) if dst is None else dst
-    split(x, w, piece, key, n, start, by_cell, dst, K, pb, lb, float(floor), mode)
+    split(x, w, piece, n, start, by_cell, K, pb, float(floor), int(quantize(floor)))
     gather(piece, w, v_out, out, _none(i32) if dst_start is None else dst_start, fb, mode)
     return out

@@ -81,7 +81,7 @@ def particle_step_numpy(x, flow, seed, frame):
     channels = x.shape[3]
     N = int(np.prod(shape))
     src, dst, w, v_out = particle_requests(flow, shape)
-    y, asum = partition.split_requests(x.reshape(N, channels), src, dst, w, N, seed, frame, 0.0)
+    y, asum = partition.split_requests_zero_sum(x.reshape(N, channels), src, dst, w, N, seed, frame, 0.0)
     return partition.finish(y, asum, v_out, seed, frame).reshape(x.shape)
 
 

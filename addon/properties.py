@@ -54,6 +54,11 @@ PREVIEW_ITEMS = [
     ("NONE", "None", "Only load the noise images into Blender"),
 ]
 FRAME_HINT = " (-1: the scene's own frame range)"
+# Output folders are '//'-relative by default; Blender 4.5 and later warn when such a path is set
+# on a property not marked as taking one (4.2 has no such flag and no warning).
+BLEND_RELATIVE = ({"options": {'ANIMATABLE', 'PATH_SUPPORTS_BLEND_RELATIVE'}}
+                  if "is_path_supports_blend_relative" in bpy.types.StringProperty.bl_rna.properties
+                  else {})
 
 
 class NoiseWarpSettings(bpy.types.PropertyGroup):
@@ -77,6 +82,7 @@ class NoiseWarpSettings(bpy.types.PropertyGroup):
 
     # texture
     directory: StringProperty(name="Output Folder", subtype='DIR_PATH', default="//noise/",
+                              **BLEND_RELATIVE,
                               description="Where the noise images (noise_0001.exr, ...) and "
                                           "noise.npy are written. '//' is the folder of the "
                                           ".blend file")
@@ -114,7 +120,7 @@ class NoiseWarpSettings(bpy.types.PropertyGroup):
 
     # volume
     volume_directory: StringProperty(name="Output Folder", subtype='DIR_PATH',
-                                     default="//noise_volume/",
+                                     default="//noise_volume/", **BLEND_RELATIVE,
                                      description="Where the volume frames (noise_0001.vdb, "
                                                  "...) are written. '//' is the folder of the "
                                                  ".blend file")

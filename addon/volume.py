@@ -11,6 +11,7 @@ sequence.
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -99,12 +100,17 @@ class MeshSource:
 
     def prescan(self, start, end):
         """Topology and motion over the whole range before anything is written."""
-        prev, moved, changing = None, False, 0
+        from noise3d.mesh import open_edges
+
+        prev, moved, changing, open_ = None, False, 0, {}
         for f in range(start, end + 1):
             cur = self.meshes(f)
             if not cur:
                 raise BakeError(f"nothing in '{self.name}' has a surface at frame {f} (meshes, "
                                 "curves, text, metaballs and their instances are used)")
+            for key in cur.keys() - open_.keys():
+                faces = cur[key][1]
+                open_[key] = open_edges(faces) if len(faces) else 0
             if prev is not None:
                 changing += len(set(cur) ^ set(prev))
                 for key in set(cur) & set(prev):
@@ -120,6 +126,16 @@ class MeshSource:
             prev = cur
         if not moved:
             raise BakeError(f"nothing in '{self.name}' moves between frames {start} and {end}")
+        named = sorted({_label(k) if k[2] else f"'{k[0]}'" for k, n in open_.items() if n})
+        if named:
+            shown = ", ".join(named[:5]) + (", ..." if len(named) > 5 else "")
+            self.notes.append(
+                f"{shown} is not a closed surface (it has holes): only the noise within a few "
+                "voxels of it moves with it, none inside it; fill the holes to carry the inside "
+                "too" if len(named) == 1 else
+                f"{shown} are not closed surfaces (they have holes): only the noise within a "
+                "few voxels of them moves with them, none inside them; fill the holes to carry "
+                "the insides too")
         if changing:
             self.notes.append(f"{changing} times an object or instance of '{self.name}' appears "
                               "or disappears between two frames (particles born or dying, "
@@ -137,10 +153,13 @@ class MeshSource:
         if not both:
             return np.zeros(tuple(shape) + (3,), np.float32)
         # both frames with this frame's triangles: the previous triangulation may differ
-        # where quads turned concave, the vertices are the same
-        return noise3d.mesh_motion_field([cur[k][:2] for k in both],
-                                         [(prev[k][0], cur[k][1]) for k in both],
-                                         shape, origin, voxel_size)
+        # where quads turned concave, the vertices are the same. Open meshes were named in
+        # the bake's report (prescan), not as 'mesh k' on the console every bake.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"mesh \d+ is not closed")
+            return noise3d.mesh_motion_field([cur[k][:2] for k in both],
+                                             [(prev[k][0], cur[k][1]) for k in both],
+                                             shape, origin, voxel_size)
 
 
 class SmokeSource:

@@ -30,12 +30,15 @@ def build(F):
         return ti.Vector([corners[qi, qj, k, 0], corners[qi, qj, k, 1]], ti.f64)
 
     @ti.kernel
-    def compose(F: nd(dtype=ti.f64, ndim=3), Qi: nd(dtype=ti.i64, ndim=2), Qj: nd(dtype=ti.i64, ndim=2),
+    def compose(Fp: nd(dtype=ti.f64, ndim=3), Qi: nd(dtype=ti.i64, ndim=2), Qj: nd(dtype=ti.i64, ndim=2),
                 lh: nd(dtype=ti.i32, ndim=2), lv: nd(dtype=ti.i32, ndim=2), anchor: nd(dtype=ti.i64, ndim=2),
-                new: nd(dtype=ti.i32, ndim=2), corners: nd(dtype=ti.f64, ndim=4), out: nd(dtype=ti.f64, ndim=4)):
+                Pl: nd(dtype=ti.i64, ndim=2), prev: nd(dtype=ti.f32, ndim=3), new: nd(dtype=ti.i32, ndim=2),
+                corners: nd(dtype=ti.f64, ndim=4), jac: nd(dtype=ti.f64, ndim=4), out: nd(dtype=ti.f64, ndim=4),
+                jac_out: nd(dtype=ti.f64, ndim=4)):
         """flowmap.compose after flowmap.groundwork (padded coordinates: pixel (i, j) at (i+1, j+1))."""
         H, W = anchor.shape[0], anchor.shape[1]
         for i, j in ti.ndrange(H, W):
+            dk = ti.Matrix.zero(ti.f64, 4, 2)      # each corner's displacement, for the Jacobian
             for k in range(4):                   # this pixel's corner k: its vertex and its place there
                 vi, vj, me = i, j, 2
                 if k == 1:
@@ -67,30 +70,41 @@ def build(F):
                     count = 0.0
                     for m in ti.static(range(4)):
                         if lab[m] == mine:
-                            d += ti.Vector([F[pi[m], pj[m], 0], F[pi[m], pj[m], 1]], ti.f64)
+                            d += ti.Vector([Fp[pi[m], pj[m], 0], Fp[pi[m], pj[m], 1]], ti.f64)
                             count += 1.0
                     d = d / count
                     sx = ti.cast(vj, ti.f64) + d[0]
                     sy = ti.cast(vi, ti.f64) + d[1]
-                    fx, fy = ti.floor(sx), ti.floor(sy)
                     qi, qj = ti.i64(0), ti.i64(0)
-                    first, found = False, False
-                    for m in ti.static(range(4)):
+                    first = False
+                    for m in ti.static(range(4)):     # fallback: the first real member's source
                         real = pi[m] >= 1 and pi[m] <= H and pj[m] >= 1 and pj[m] <= W
-                        if lab[m] == mine and real:
-                            si, sj = Qi[pi[m], pj[m]], Qj[pi[m], pj[m]]
-                            if not first:
-                                qi, qj, first = si, sj, True
-                            if not found and ti.cast(si, ti.f64) == fy and ti.cast(sj, ti.f64) == fx:
-                                qi, qj, found = si, sj, True
-                    # flowmap._inward: beyond the frame, extrapolate from the patch one pixel further in
-                    ni, nj = qi, qj
-                    if (sy < 0 and qi == 0) or (sy > H and qi == H - 1):
-                        ni = ti.min(ti.max(qi, 1), ti.max(H - 2, 0))
-                    if (sx < 0 and qj == 0) or (sx > W and qj == W - 1):
-                        nj = ti.min(ti.max(qj, 1), ti.max(W - 2, 0))
-                    if anchor[ni, nj] == anchor[qi, qj]:
-                        qi, qj = ni, nj
+                        if lab[m] == mine and real and not first:
+                            qi, qj, first = Qi[pi[m], pj[m]], Qj[pi[m], pj[m]], True
+                    # flowmap.corner_patch
+                    plane = Pl[vi + (me >> 1), vj + (((me + 1) >> 1) & 1)]
+                    tol = F.DISCONTINUITY + 0.5 * ti.max(ti.abs(d[0]), ti.abs(d[1]))
+                    c0i = ti.min(ti.max(ti.cast(ti.floor(sy), ti.i64), 0), H - 1)
+                    c0j = ti.min(ti.max(ti.cast(ti.floor(sx), ti.i64), 0), W - 1)
+                    bi, bj, bd, found = c0i, c0j, ti.f64(0.0), False
+                    for k9 in range(9):                # the pixel holding s first, then its neighbours
+                        o = 4
+                        if k9 > 0:
+                            o = k9 - 1 if k9 <= 4 else k9
+                        ci = ti.min(ti.max(c0i + o // 3 - 1, 0), H - 1)
+                        cj = ti.min(ti.max(c0j + o % 3 - 1, 0), W - 1)
+                        dist = ti.max(ti.max(ti.cast(ci, ti.f64) - sy, sy - ti.cast(ci + 1, ti.f64)), 0.0)
+                        dist = 0.0 + dist + ti.max(ti.max(ti.cast(cj, ti.f64) - sx, sx - ti.cast(cj + 1, ti.f64)), 0.0)
+                        like = anchor[ci, cj] == plane and ti.max(ti.abs(ti.cast(prev[ci, cj, 0], ti.f64) - d[0]),
+                                                                 ti.abs(ti.cast(prev[ci, cj, 1], ti.f64) - d[1])) <= tol
+                        if like and (not found or dist < bd):
+                            bi, bj, bd, found = ci, cj, dist, True
+                    inside = False
+                    if found:
+                        qi, qj = bi, bj
+                    if sy >= ti.cast(qi, ti.f64) and sy <= ti.cast(qi + 1, ti.f64) and \
+                            sx >= ti.cast(qj, ti.f64) and sx <= ti.cast(qj + 1, ti.f64):
+                        inside = True
                     gx = sx - ti.cast(qj, ti.f64)
                     gy = sy - ti.cast(qi, ti.f64)
                     tl, tr = corner_at(corners, qi, qj, 0), corner_at(corners, qi, qj, 1)
@@ -100,8 +114,28 @@ def build(F):
                     v = (1 - gy) * top + gy * bottom
                     beyond = (gx - ti.min(ti.max(gx, 0.0), 1.0)) * (gy - ti.min(ti.max(gy, 0.0), 1.0))
                     v = v - beyond * (((br - tr) - bl) + tl)
+                    if not inside:                     # flowmap.extend: from the centre, carried Jacobian
+                        c = (((tl + tr) + br) + bl) / 4
+                        ex = sx - (ti.cast(qj, ti.f64) + 0.5)
+                        ey = sy - (ti.cast(qi, ti.f64) + 0.5)
+                        for a in ti.static(range(2)):
+                            v[a] = c[a] + (jac[qi, qj, a, 0] * ex + jac[qi, qj, a, 1] * ey)
                     out[i, j, k, 0] = v[0]
                     out[i, j, k, 1] = v[1]
+                    dk[k, 0], dk[k, 1] = d[0], d[1]
+            # the Jacobian, carried: the source's times the step's (flowmap.compose)
+            qi, qj = Qi[i + 1, j + 1], Qj[i + 1, j + 1]
+            G = ti.Matrix.zero(ti.f64, 2, 2)       # columns ∂s/∂x, ∂s/∂y
+            for a in ti.static(range(2)):
+                G[a, 0] = (dk[1, a] + dk[2, a]) / 2 - (dk[0, a] + dk[3, a]) / 2
+                G[a, 1] = (dk[3, a] + dk[2, a]) / 2 - (dk[0, a] + dk[1, a]) / 2
+            G[0, 0] += 1.0
+            G[1, 1] += 1.0
+            for a in ti.static(range(2)):
+                for b in ti.static(range(2)):
+                    jac_out[i, j, a, b] = jac[qi, qj, a, 0] * G[0, b] + jac[qi, qj, a, 1] * G[1, b]
+                    if new[i, j] != 0:
+                        jac_out[i, j, a, b] = 1.0 if a == b else 0.0
 
     # ------------------------------------------------------------------ requests
     @ti.func

@@ -259,14 +259,14 @@ def integrate(F, hexes, sign, planes, keys, stored, shape, seed, frame, channels
     ids, slot = np.unique(planes, return_inverse=True)
     lo = np.floor(P.min(1)).astype(np.int64)
     hi = np.maximum(np.ceil(P.max(1)).astype(np.int64) - 1, lo)
-    tb = np.zeros((len(ids), 6), np.int64)
-    base = 0
-    for s in range(len(ids)):
-        sel = slot == s
-        o, e = lo[sel].min(0), hi[sel].max(0)
-        size = e - o + 1
-        tb[s] = base, o[0], o[1], o[2], size[1], size[2]
-        base += int(np.prod(size))
+    first = np.full((len(ids), 3), np.iinfo(np.int64).max)
+    last = np.full((len(ids), 3), np.iinfo(np.int64).min)
+    np.minimum.at(first, slot, lo)
+    np.maximum.at(last, slot, hi)
+    size = last - first + 1
+    vol = size.prod(1)
+    tb = np.concatenate([(np.cumsum(vol) - vol)[:, None], first, size[:, 1:]], 1).astype(np.int64)
+    base = int(vol.sum())
     if base > max(TABLE_SLACK * R, 1 << 22):
         raise ValueError(f"the preimages of one anchor span {base} cells: too far apart for the volume flow map")
     ncell = np.zeros(base, np.int32)

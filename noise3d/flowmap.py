@@ -64,8 +64,9 @@ class VolumeMap:
     volume, anchor [X, Y, Z] int64, stored {anchor: (sorted voxel indices, sub-cells [n, 8, C])},
     the last backward flow [X, Y, Z, 3] and the frame `noise` [X, Y, Z, C] float32."""
 
-    def __init__(self, corners, anchor, stored, noise, flow):
+    def __init__(self, corners, anchor, stored, noise, flow, jac):
         self.corners, self.anchor, self.stored, self.noise, self.flow = corners, anchor, stored, noise, flow
+        self.jac = jac
 
     @classmethod
     def start(cls, shape, seed, channels, depth=DEPTH, backend="numpy"):
@@ -76,12 +77,13 @@ class VolumeMap:
         noise = values(corners.reshape(-1, 8, 3), np.ones(n), np.zeros(n, np.int64), np.stack([np.arange(n), 0 * np.arange(n)], -1),
                        {}, shape, seed, 0, channels, depth)[0]
         return cls(corners, np.zeros(shape, np.int64), {}, noise.reshape(tuple(shape) + (channels,)),
-                   np.zeros(tuple(shape) + (3,), np.float32))
+                   np.zeros(tuple(shape) + (3,), np.float32), np.broadcast_to(np.eye(3), tuple(shape) + (3, 3)).copy())
 
     def arrays(self) -> dict:
         ids = np.array(sorted(self.stored), np.int64)
         C = self.noise.shape[-1]
         return {"flowmap_corners": self.corners, "flowmap_anchor": self.anchor, "flowmap_flow": self.flow,
+                "flowmap_jacobian": self.jac,
                 "flowmap_stored_ids": ids,
                 "flowmap_stored_count": np.array([len(self.stored[a][0]) for a in ids], np.int64),
                 "flowmap_stored_voxels": (np.concatenate([self.stored[a][0] for a in ids]) if len(ids)
@@ -93,16 +95,17 @@ class VolumeMap:
     def from_arrays(cls, d, noise):
         shape, C = noise.shape[:3], noise.shape[3]
         corners, anchor = np.asarray(d["flowmap_corners"], np.float64), np.asarray(d["flowmap_anchor"], np.int64)
-        flow = np.asarray(d["flowmap_flow"], np.float32)
-        if corners.shape != shape + (8, 3) or anchor.shape != shape or flow.shape != shape + (3,):
-            raise ValueError(f"saved volume map has shapes {corners.shape}, {anchor.shape}, {flow.shape}; "
-                             f"expected {shape + (8, 3)}, {shape}, {shape + (3,)}")
+        flow, jac = np.asarray(d["flowmap_flow"], np.float32), np.asarray(d["flowmap_jacobian"], np.float64)
+        if (corners.shape != shape + (8, 3) or anchor.shape != shape or flow.shape != shape + (3,)
+                or jac.shape != shape + (3, 3)):
+            raise ValueError(f"saved volume map has shapes {corners.shape}, {anchor.shape}, {flow.shape}, {jac.shape}; "
+                             f"expected {shape + (8, 3)}, {shape}, {shape + (3,)}, {shape + (3, 3)}")
         stored, at = {}, 0
         vox, vals = np.asarray(d["flowmap_stored_voxels"], np.int64), np.asarray(d["flowmap_stored_values"], np.float32)
         for a, n in zip(np.asarray(d["flowmap_stored_ids"]).tolist(), np.asarray(d["flowmap_stored_count"]).tolist()):
             stored[int(a)] = (vox[at:at + n], vals[at:at + n])
             at += n
-        return cls(corners.copy(), anchor.copy(), stored, np.asarray(noise, np.float32).copy(), flow.copy())
+        return cls(corners.copy(), anchor.copy(), stored, np.asarray(noise, np.float32).copy(), flow.copy(), jac.copy())
 
 
 def identity_corners(shape):
@@ -117,15 +120,13 @@ def _gauss(seed, planes, level, i, j, k, m, channels):
     P = (channels + 1) // 2
     planes, i, j, k = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, np.int64)) for v in (planes, i, j, k)))
     out = np.empty((len(i), channels), np.float32)
-    for plane in np.unique(planes):
-        sel = planes == plane
-        for pr in range(P):
-            pair = ((8 * k[sel] + m) * P + pr) & 0xFFFFFFFF
-            g0, g1 = rng.gauss_pair(seed, int(plane), rng.VOLUME + level, i[sel].astype(np.uint32),
-                                    j[sel].astype(np.uint32), pair.astype(np.uint32))
-            out[sel, 2 * pr] = g0
-            if 2 * pr + 1 < channels:
-                out[sel, 2 * pr + 1] = g1
+    for pr in range(P):
+        pair = ((8 * k + m) * P + pr) & 0xFFFFFFFF
+        g0, g1 = rng.gauss_pair(seed, planes & 0xFFFFFFFF, rng.VOLUME + level, i.astype(np.uint32),
+                                j.astype(np.uint32), pair.astype(np.uint32))
+        out[:, 2 * pr] = g0
+        if 2 * pr + 1 < channels:
+            out[:, 2 * pr + 1] = g1
     return out
 
 
@@ -200,11 +201,11 @@ def compose(vm, flow, new, frame):
     core2d.flowmap.compose with voxels (8 around a vertex, 12 links between them)."""
     shape = flow.shape[:3]
     f64 = flow.astype(np.float64)
-    q = flat.sources(vm.flow, flow, axes=(0, 1, 2))
-    plane = np.where(new, frame, vm.anchor[q])
+    src = flat.sources(vm.flow, flow, axes=(0, 1, 2))
+    plane = np.where(new, frame, vm.anchor[src])
     F = grid.pad_linear(f64, axes=(0, 1, 2))
     P, N = np.pad(plane, 1, mode="edge"), np.pad(new, 1, mode="edge")
-    Q = [np.pad(v, 1, mode="edge") for v in q]
+    Q = [np.pad(v, 1, mode="edge") for v in src]
     L = [flat.links(F, P, N, axis) for axis in range(3)]
     real = np.pad(np.ones(shape, bool), 1)
     v = np.indices(tuple(n + 1 for n in shape))
@@ -221,47 +222,36 @@ def compose(vm, flow, new, frame):
             mn = np.where(e, np.minimum(label[a], label[b]), label[a])
             label[a] = mn
             label[b] = np.where(e, mn, label[b])
-    value = []
+    value, moved = [], []
     for k in range(8):
         member = [label[m] == label[k] for m in range(8)]
         count = sum(m.astype(np.float64) for m in member)
         d = sum(np.where(member[m][..., None], F[pos[m]], 0.0) for m in range(8)) / count[..., None]
         s = np.stack([v[a] + d[..., a] for a in range(3)], -1)
-        fs = np.floor(s)
-        qs = [Q[a][pos[k]] for a in range(3)]
-        found, first = np.zeros(v[0].shape, bool), np.zeros(v[0].shape, bool)
+        qs = [Q[a][pos[k]] for a in range(3)]          # fallback: the first real member's source
+        first = np.zeros(v[0].shape, bool)
         for m in range(8):
             ok = member[m] & real[pos[m]]
             take = ok & ~first
             qs = [np.where(take, Q[a][pos[m]], qs[a]) for a in range(3)]
             first |= ok
-        for m in range(8):
-            hit = member[m] & real[pos[m]] & ~found
-            for a in range(3):
-                hit &= Q[a][pos[m]] == fs[..., a]
-            qs = [np.where(hit, Q[a][pos[m]], qs[a]) for a in range(3)]
-            found |= hit
-        qs = _inward(vm.anchor, qs, s)
-        value.append(patch(vm.corners[tuple(qs)], s - np.stack(qs, -1)))
-    corners = np.empty(tuple(shape) + (8, 3))
+        qs, inside = flat.corner_patch(vm.flow, vm.anchor, [s[..., a] for a in range(3)], d, P[pos[k]], qs)
+        q = tuple(qs)
+        inner = patch(vm.corners[q], s - np.stack(qs, -1))
+        value.append(flat.extend(vm.corners[q], vm.jac[q], s - (np.stack(qs, -1) + 0.5), inside, inner))
+        moved.append(d)
     X, Y, Z = shape
+    corners, dc = np.empty(tuple(shape) + (8, 3)), np.empty(tuple(shape) + (8, 3))
     for c in range(8):                                   # voxel corner c sits at vertex voxel + c, as member 7 - c
         dx, dy, dz = CORNERS[c]
         corners[..., c, :] = value[7 - c][dx:dx + X, dy:dy + Y, dz:dz + Z]
+        dc[..., c, :] = moved[7 - c][dx:dx + X, dy:dy + Y, dz:dz + Z]
     corners = np.where(new[..., None, None], identity_corners(shape), corners)
-    return corners, plane
-
-
-def _inward(anchor, q, s):
-    """core2d.flowmap._inward in 3D: beyond the volume, extrapolate from one voxel further in."""
-    shape = anchor.shape
-    out = list(q)
-    for a in range(3):
-        n = shape[a]
-        out[a] = np.where(((s[..., a] < 0) & (q[a] == 0)) | ((s[..., a] > n) & (q[a] == n - 1)),
-                          np.clip(q[a], 1, max(n - 2, 0)), q[a])
-    same = anchor[tuple(out)] == anchor[tuple(q)]
-    return [np.where(same, out[a], q[a]) for a in range(3)]
+    # the Jacobian, carried: the source's times the step's (from this voxel's corner displacements)
+    G = np.stack([dc[..., CORNERS[:, a] == 1, :].mean(-2) - dc[..., CORNERS[:, a] == 0, :].mean(-2) + np.eye(3)[a]
+                  for a in range(3)], -1)
+    jac = np.where(new[..., None, None], np.eye(3), vm.jac[src] @ G)
+    return corners, plane, jac
 
 
 def hexahedra(corners):
@@ -374,7 +364,7 @@ def step(vm, flow, revealed, seed, frame, depth=DEPTH, reanchor=REANCHOR, backen
     far = np.abs(flow).max(-1) >= FAR
     new = far if revealed is None else (far | revealed)
     flow = np.where(far[..., None], np.float32(0), flow)
-    corners, anchor = compose(vm, flow, new, frame)
+    corners, anchor, jac = compose(vm, flow, new, frame)
     sign, volume, stretch, valid = hexahedra(corners)
     valid = valid.reshape(shape)
     degenerate = ~valid & ~new
@@ -413,10 +403,11 @@ def step(vm, flow, revealed, seed, frame, depth=DEPTH, reanchor=REANCHOR, backen
     start = fresh | distorted
     anchor = np.where(start, frame, anchor)
     corners = np.where(start[..., None, None], identity_corners(shape), corners)
+    jac = np.where(start[..., None, None], np.eye(3), jac)
     live = set(np.unique(anchor).tolist())
     stored = {a: v for a, v in stored.items() if a in live}
     stats = {"anchors_started": int(start.sum()), "revealed_voxels": int(new.sum()),
              "reanchored_voxels": int(distorted.sum()), "fresh_volume": float(fresh.sum()),
              "degenerate_voxels": int(degenerate.sum()), "empty_voxels": int((count[:len(vox)] == 0).sum()),
              "anchors": len(live), "stored_voxels": int(sum(len(v[0]) for v in stored.values()))}
-    return VolumeMap(corners, anchor, stored, noise, flow), stats
+    return VolumeMap(corners, anchor, stored, noise, flow, jac), stats

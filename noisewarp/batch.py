@@ -66,6 +66,18 @@ def warp_one(video, outdir, options, source_options, shape=None, force=False, th
                 "seconds": time.perf_counter() - t0, "output": outdir}
 
 
+def table(results):
+    """The lines of the per-video table, columns as wide as their longest entry."""
+    width = max(len("video"), *(len(r["video"]) for r in results))
+    swidth = max(len("status"), *(len(r["status"]) for r in results))
+    lines = [f"{'video':<{width}}  {'status':<{swidth}}  frames  seconds"]
+    for r in results:
+        extra = f"  {r['error']}" if r.get("error") else ""
+        lines.append(f"{r['video']:<{width}}  {r['status']:<{swidth}}  {r['frames']:>6}  "
+                     f"{r['seconds']:7.1f}{extra}")
+    return lines
+
+
 def batch(args, log=sys.stderr):
     """Returns the exit status: 0 if every video is done, 1 if some failed."""
     from .runner import options_from_args
@@ -113,11 +125,8 @@ def batch(args, log=sys.stderr):
     with io.atomic_path(os.path.join(out, "summary.json")) as tmp:
         with open(tmp, "w") as f:
             json.dump(summary, f, indent=1)
-    width = max(len(r["video"]) for r in results)
-    print(f"{'video':<{width}}  status          frames  seconds", file=log)
-    for r in results:
-        extra = f"  {r['error']}" if r.get("error") else ""
-        print(f"{r['video']:<{width}}  {r['status']:<14}  {r['frames']:>6}  {r['seconds']:7.1f}{extra}", file=log)
+    for line in table(results):
+        print(line, file=log)
     print(f"noisewarp: {len(results) - summary['failed']}/{len(results)} videos done in "
           f"{summary['seconds']:.1f} s; summary in {os.path.join(out, 'summary.json')}", file=log)
     return 1 if summary["failed"] else 0

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-import bpy
+bpy = pytest.importorskip("bpy")  # Blender as a module: Python 3.11 and 3.13 only
 import follow
 import scenes
 

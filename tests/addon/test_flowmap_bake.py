@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-import bpy
+bpy = pytest.importorskip("bpy")  # Blender as a module: Python 3.11 and 3.13 only
 import scenes
 
 V, H, W, FRAMES = 0.43, 48, 64, (1, 22)

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-import bpy
+bpy = pytest.importorskip("bpy")  # Blender as a module: Python 3.11 and 3.13 only
 import scenes
 
 
@@ -30,6 +30,23 @@ def test_relative_folder_needs_a_saved_file(registered):
     assert scene.noise_warp.directory == "//noise/"
     with pytest.raises(RuntimeError, match="not saved yet"):
         bpy.ops.noise_warp.bake_texture()
+
+
+def test_output_folders_take_blend_relative_paths(registered):
+    """'//noise/' is the default and what the docs' scripts pass: setting it (as a script does)
+    must not warn 'does not support blend relative "//" prefix' (Blender 4.5 and later)."""
+    import warnings
+    if "is_path_supports_blend_relative" not in bpy.types.StringProperty.bl_rna.properties:
+        pytest.skip("this Blender has no blend-relative path flag")
+    scene, _ = scenes.moving_cube_scene()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scene.noise_warp.directory = "//other_noise/"
+        scene.noise_warp.volume_directory = "//other_volume/"
+    for rna, name in ((scene.noise_warp.bl_rna, "directory"), (scene.noise_warp.bl_rna, "volume_directory"),
+                      (bpy.ops.noise_warp.bake_texture.get_rna_type(), "directory"),
+                      (bpy.ops.noise_warp.bake_volume.get_rna_type(), "directory")):
+        assert rna.properties[name].is_path_supports_blend_relative, (rna.identifier, name)
 
 
 def test_saved_blend_bakes_with_its_settings(registered, tmp_path):

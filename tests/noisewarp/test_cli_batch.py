@@ -67,3 +67,15 @@ def test_rerun_with_changed_options(tmp_path):
     assert r["status"] == "redone (options changed)" and r["shape"] == [4, H // 4, W // 4, 3]
     assert np.load(tmp_path / "out" / "a" / "noise.npy").shape == (4, H // 4, W // 4, 3)
     assert (tmp_path / "out" / "a" / "flows.npy").is_file()
+
+
+def test_table_columns_line_up():
+    """Statuses longer than the header ('redone (options changed)') keep the columns aligned."""
+    from noisewarp.batch import table
+    lines = table([{"video": "a.mp4", "status": "redone (options changed)", "frames": 12, "seconds": 10.4},
+                   {"video": "long_name.mp4", "status": "skipped (done)", "frames": 7, "seconds": 0.1},
+                   {"video": "b.mp4", "status": "failed", "frames": 0, "seconds": 0.0, "error": "broken"}])
+    end = lines[0].index("frames") + len("frames")
+    for line in lines[1:]:
+        assert line[:end].split()[-1].isdigit() and line[end] == " ", lines
+    assert lines[1].split("  ")[0].strip() == "a.mp4" and lines[3].endswith("  broken")

@@ -6,22 +6,22 @@ in proportion to their weights, `a = w / max(T_c, floor)` with `T_c = Σ w` over
 requests; `floor = 0` divides the whole cell among requesters (particle variant, nearest),
 `floor = 1` keeps exact areas and leaves an unrequested leftover `1 - T_c` (grid variant).
 
-Pieces are drawn with the order-free zero-sum form of the bridge (ALGORITHMS.md §2):
-`piece = a x + z - a S`, `z = sqrt(a) n`, `S = Σ z` over all the cell's pieces and its
-leftover. `T_c` and `Σ sqrt(w) n` are accumulated in one pass with 2**32 fixed-point integer
-sums, which are exact and order-free, so results do not depend on thread count.
-
-Every function works on flat indices (cells and destinations numbered 0..N-1, noise as
-[N, C]), so the 2D and 3D warpers share it unchanged.
-
-Two Taichi strategies compute the same stream (both agree with `split_requests`):
-- `split_gather` (cell-major): requests are materialised in slots, listed per cell (fixed
-  slots, or a counting sort when a cell has more requests than slots), each normal is drawn
-  once; fastest, but needs R·C floats of scratch for R requests. The 2D warpers use it.
-- `taichi_funcs` (two passes over destinations with integer atomics): nothing materialised,
-  each normal drawn twice; the 3D warper uses it, where 8 requests per voxel would make the
-  scratch of the cell-major form several GB at 256³.
-Both loop over channels at run time, so one compiled kernel serves every channel count.
+Two forms of the bridge (ALGORITHMS.md §2), two RNG streams, each with its NumPy reference:
+- sequential (`split_requests`, Taichi `split_gather`, the 2D warpers): each cell walks its
+  requests in list order (sorted by destination: a property of the data, not of the threads)
+  and draws piece j given the pieces before it, so a cell of k requests costs k - 1 normals
+  (k with a leftover), keyed by (cell, rank). One thread per cell; the cell-major kernel
+  materialises the requests in slots, listed per cell (fixed slots, or a counting sort when a
+  cell has more requests than slots), at the cost of R·C floats of scratch for R requests.
+- order-free zero-sum (`split_requests_zero_sum`, Taichi `taichi_funcs`, the 3D warper):
+  `piece = a x + z - a S`, `z = sqrt(a) n`, `S = Σ z` over all the cell's pieces and its
+  leftover, one normal per piece keyed by (cell, destination). `T_c` and `Σ sqrt(w) n` are
+  accumulated with integer atomics in a first pass over destinations, the pieces taken in a
+  second: nothing materialised (8 requests per voxel would make the cell-major scratch several
+  GB at 256³), each normal drawn twice.
+Remaining areas and `T_c` are exact 2**32 fixed-point integer sums, so neither result depends
+on the thread count. Both loop over channels at run time, so one compiled kernel serves every
+channel count.
 Scratch arrays belong to a `Workspace`, which the warper owns.
 """
 import sys
@@ -340,11 +340,12 @@ def _split_kernels():
     import taichi as ti
 
     taichi_funcs()
-    bridge_piece, q = _TI_PIECE
+    q = _TI_PIECE[1]
     site_key, gauss_at = rng.taichi_sites()
     gauss4_at = rng.taichi_groups()[1]
     mix = rng._build().mix
     nd = ti.types.ndarray
+    vec = ti.types.vector(G, ti.f32)
 
     @ti.kernel
     def fill(cell: nd(dtype=ti.i32, ndim=1), w: nd(dtype=ti.f32, ndim=1), start: nd(dtype=ti.i32, ndim=1),
@@ -366,7 +367,7 @@ def _split_kernels():
                 cursor[c] += 1
 
     @ti.kernel
-    def split(x: nd(dtype=ti.f32, ndim=2), w: nd(dtype=ti.f32, ndim=1), piece: nd(dtype=ti.f32, ndim=2),
+    def split(x: nd(dtype=ti.f32, ndim=2), w: nd(dtype=ti.f32, ndim=1), piece: nd(dtype=vec, ndim=1),
               n: nd(dtype=ti.i32, ndim=1), start: nd(dtype=ti.i32, ndim=1), by_cell: nd(dtype=ti.i32, ndim=1),
               K: ti.i32, piece_base: ti.u32, floor: ti.f32, floor_q: ti.i64):
         """One thread per cell: its requests in order (fixed slots are filled in any order, so
@@ -374,7 +375,7 @@ def _split_kernels():
         `split_requests`, channels in groups of G: piece j = f (x - s) + sqrt(f R_{j+1} / R_0) n_j,
         the last piece the rest. w[r] becomes the area fraction a = w / max(T_c, floor). The
         cell's requests are by_cell[c K : c K + n[c]] (fixed slots) or by_cell[start[c] :
-        start[c + 1]] (K = 0). piece has the channels padded to a multiple of G (scratch)."""
+        start[c + 1]] (K = 0). piece[r ng + gi]: request r's channel group gi (scratch)."""
         C = x.shape[1]
         ng = (C + G - 1) // G
         for c in range(x.shape[0]):
@@ -422,14 +423,13 @@ def _split_kernels():
                             sd = ti.sqrt(f * (ti.cast(Ra, ti.f32) * inv0))
                             v = f * v + sd * gauss4_at(mix(kc ^ ti.cast(i, ti.u32)), gi)
                         s += v
-                        for e in ti.static(range(G)):
-                            piece[r, g0 + e] = v[e]
+                        piece[r * ng + gi] = v
                         if gi == ng - 1:
                             w[r] = wr / den
                         Rb = Ra
 
     @ti.kernel
-    def gather(piece: nd(dtype=ti.f32, ndim=2), a: nd(dtype=ti.f32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1),
+    def gather(piece: nd(dtype=vec, ndim=1), a: nd(dtype=ti.f32, ndim=1), v_out: nd(dtype=ti.f32, ndim=1),
                y: nd(dtype=ti.f32, ndim=2), dst_start: nd(dtype=ti.i32, ndim=1), fresh_base: ti.u32,
                mode: ti.template()):
         """Each destination: its pieces summed in request order (a request with a <= 0 is an
@@ -440,7 +440,8 @@ def _split_kernels():
             if ti.static(mode == GENERAL):
                 r0, r1 = dst_start[p], dst_start[p + 1]
             asum, tot, st = 0.0, 0.0, 0.0
-            for gi in range((C + G - 1) // G):       # groups of G channels: a run-time loop
+            ng = (C + G - 1) // G
+            for gi in range(ng):                     # groups of G channels: a run-time loop
                 g0 = gi * G
                 acc = ti.Vector.zero(ti.f32, G)
                 for r in range(r0, r1):
@@ -448,8 +449,7 @@ def _split_kernels():
                     if ar > 0:
                         if gi == 0:
                             asum += ar
-                        for e in ti.static(range(G)):
-                            acc[e] += piece[r, g0 + e]
+                        acc += piece[r * ng + gi]
                 if gi == 0:
                     tot = asum + v_out[p]
                     st = ti.sqrt(tot)
@@ -507,7 +507,7 @@ def split_gather(x, w, v_out, seed, frame, floor, work, out, n, overflow, cell, 
         np.cumsum(n, out=start[1:])
         by_cell = work.get("split.sorted", (max(int(start[-1]), 1),), i32)
         fill(cell, w, start, work.zeros("split.cursor", (n_cells,), i32), by_cell, W, mode)
-    piece = work.get("split.pieces", (R, -(-C // G) * G), np.float32)   # channels padded to groups
+    piece = work.get("split.pieces", (R * -(-C // G), G), np.float32)   # channels padded to groups
     pb, lb, fb = bases(seed, frame)
     split(x, w, piece, n, start, by_cell, K, pb, float(floor), int(quantize(floor)))
     gather(piece, w, v_out, out, _none(i32) if dst_start is None else dst_start, fb, mode)

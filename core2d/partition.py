@@ -507,7 +507,8 @@ def split_gather(x, w, v_out, seed, frame, floor, work, out, n, overflow, cell, 
         np.cumsum(n, out=start[1:])
         by_cell = work.get("split.sorted", (max(int(start[-1]), 1),), i32)
         fill(cell, w, start, work.zeros("split.cursor", (n_cells,), i32), by_cell, W, mode)
-    piece = work.get("split.pieces", (R * -(-C // G), G), np.float32)   # channels padded to groups
+    piece = work.get("split.pieces", (R, -(-C // G) * G), np.float32)   # channels padded to groups
+    piece = piece.reshape(-1, G)                     # a view: row r ng + gi is request r's group gi
     pb, lb, fb = bases(seed, frame)
     split(x, w, piece, n, start, by_cell, K, pb, float(floor), int(quantize(floor)))
     gather(piece, w, v_out, out, _none(i32) if dst_start is None else dst_start, fb, mode)

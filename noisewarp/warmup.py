@@ -82,7 +82,7 @@ def register(subparsers):
     p.add_argument("--methods", default=",".join(METHODS_2D),
                    help=f"2D methods to compile (default: all: {','.join(METHODS_2D)})")
     p.add_argument("--volume", default=",".join(METHODS_3D),
-                   help="volume methods to compile (default: all; empty: none)")
+                   help="volume methods to compile, with the mesh-motion search (default: all; empty: none)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_warmup)
 

@@ -14,6 +14,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from .properties import NoiseWarpSettings
 from .warmup import COMPILING, RUNNING, lock_busy, needs_warm_up, warm_up
 
+
 def output_folder(scene, kind):
     """(absolute folder of the texture or volume bake, or None; error message or None)."""
     s = scene.noise_warp

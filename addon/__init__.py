@@ -3,9 +3,9 @@
 Relative imports only: the same package runs as the installed extension
 (`bl_ext.<repo>.noise_warp`) and as `addon` when tests import it from the repository.
 """
-from . import operators, panels, properties
+from . import operators, panels, properties, warmup
 
-_modules = (properties, operators, panels)
+_modules = (properties, operators, panels, warmup)
 
 
 def register():

@@ -24,7 +24,7 @@ from .motion import (BakeError, MeshMotion, TopologyChanged, VectorPassRenderer,
                      bake_caches, check_simulations)
 
 __all__ = ["bake_texture", "bake_volume", "TextureBake", "VolumeBake", "BakeError",
-           "texture_size", "render_size", "load_texture_sequence", "make_preview_material"]
+           "texture_size", "render_size", "load_texture_sequence", "make_preview_material", "warmup"]
 
 def render_size(scene):
     """(height, width) Blender renders: resolution × percentage, rounded down as Blender does
@@ -315,6 +315,32 @@ def make_preview_material(image, frame_start, frame_count):
     for i, node in enumerate((coords, tex, rng, emit, out)):
         node.location = (i * 250 - 500, 0)
     return mat
+
+
+# ----------------------------------------------------------------------------- warm-up
+
+def warmup(methods=None, volume_methods=None, background=False):
+    """Compile the noise kernels of these methods now, so the session's first bake with them does
+    not wait (the panel does this by itself in an interactive Blender; `blender -b` scripts call
+    it). Defaults: the panel's methods, 'particle', 'flowmap', 'grid' and for volumes 'particle',
+    'flowmap'; methods this session compiled already are skipped. background=True returns at
+    once: the returned WarmUp's `wait(timeout)` is True when it has finished, `error` says what
+    failed; otherwise it returns the finished WarmUp (errors raise).
+    """
+    from . import warmup as warm
+    from .properties import METHOD_ITEMS, VOLUME_METHOD_ITEMS
+
+    chosen = []
+    for what, given, default, items in (
+            ("method", methods, warm.TEXTURE_METHODS, [m[0] for m in METHOD_ITEMS] + ["GP"]),
+            ("volume method", volume_methods, warm.VOLUME_METHODS, [m[0] for m in VOLUME_METHOD_ITEMS])):
+        given = default if given is None else [given] if isinstance(given, str) else given
+        names, known = [str(m).lower() for m in given], [m.lower() for m in items]
+        for m in names:
+            if m not in known:
+                raise BakeError(f"{what} must be one of {', '.join(known)}; got {m!r}")
+        chosen.append(names)
+    return warm.start(*chosen, background=background)
 
 
 # ----------------------------------------------------------------------------- volume bake

@@ -2,66 +2,17 @@
 
 In the UI a bake runs as a modal operator on a timer (progress, Esc cancels, the next run
 resumes after the last complete frame); headless (`blender -b`, `import bpy`) it runs to the
-end and prints progress. Before the first bake with given settings in a session, Taichi starts
-and compiles the kernels on a tiny problem with those settings; the bake says so while it
-happens and reports how long it took.
+end and prints progress. Before the first bake with a method in a session, Taichi starts and
+compiles that method's kernels on a tiny problem (unless the panel's background warm-up did it
+already, see warmup.py); the bake says so while it happens and reports how long it took.
 """
 import os
-import time
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from .properties import NoiseWarpSettings
-
-# seconds the first bake with each set of kernel-shaping settings spent compiling, this session
-_WARM = {}
-COMPILING = ("compiling the noise kernels for these settings, once per session (a few seconds; "
-             "about 10 s the first time on a computer)")
-
-
-def first_bake_hint():
-    """The panel's note until the first bake of the session, then ''."""
-    return "" if _WARM else "The first bake compiles kernels: a few seconds (~10 s the first time)"
-
-
-def _warm_key(bake):
-    """What the compiled kernels depend on: the method and the channel, supersampling and
-    latent factors of a texture bake; the method and channels of a volume bake."""
-    if hasattr(bake, "latent_factor"):
-        return ("TEXTURE", bake.method, bake.channels, bake.supersample, bake.latent_factor)
-    return ("VOLUME", bake.method, bake.channels)
-
-
-def needs_warm_up(bake):
-    return _warm_key(bake) not in _WARM
-
-
-def warm_up(bake):
-    """Start Taichi and compile the kernels `bake` (an api.TextureBake or api.VolumeBake) will
-    use, on a tiny problem with the same settings; the seconds it took, or None when this
-    session already compiled them."""
-    key = _warm_key(bake)
-    if key in _WARM:
-        return None
-    import numpy as np
-
-    t = time.perf_counter()
-    if key[0] == "TEXTURE":
-        import core2d
-        _, method, channels, supersample, factor = key
-        n = 4 * factor
-        w = core2d.NoiseWarper(n, n, channels=channels, method=method, seed=0,
-                               supersample=supersample, latent_factor=factor)
-        w.step(np.full((n, n, 2), 0.3, np.float32))
-    else:
-        import noise3d
-        from noise3d.nearest import SampleGrid
-        v = noise3d.VolumeWarper((4, 4, 4), key[2], method=key[1], seed=0)
-        v.step(np.full((4, 4, 4, 3), 0.3, np.float32))
-        SampleGrid(np.eye(3)).query(np.zeros((1, 3)), k=2)
-    _WARM[key] = time.perf_counter() - t
-    return _WARM[key]
+from .warmup import COMPILING, RUNNING, lock_busy, needs_warm_up, warm_up
 
 
 def output_folder(scene, kind):
@@ -119,7 +70,7 @@ class _ModalBake:
         message = self.done_message()
         if self.warm_seconds is not None:
             message += (f" ({self.warm_seconds:.1f} s of it went to compiling the noise kernels "
-                        "for these settings, once per session)")
+                        "for this method, once per session)")
         self.report({'INFO'}, message)
 
     def execute(self, context):
@@ -169,6 +120,9 @@ class _ModalBake:
             return {'CANCELLED'}
         if event.type != 'TIMER':
             return {'PASS_THROUGH'}
+        if lock_busy():        # the background warm-up is compiling: wait without freezing the UI
+            context.workspace.status_text_set(f"Noise Warp: {RUNNING}, Esc to cancel")
+            return {'RUNNING_MODAL'}
         try:
             if self._warm_pending:
                 self._warm_pending = False

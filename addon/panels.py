@@ -1,10 +1,11 @@
 """Panels: Properties > Output > Noise Warp, and the 3D viewport sidebar (N panel, "Noise Warp"
 tab), the same tree in both: the settings both bakes use (frames, seed, overwrite, baking
-simulations first), then a Texture and a Volume sub-panel, each showing the size it will bake
-before it runs, and the research baselines under Texture > Advanced."""
+simulations first, the compile notice), then a Texture and a Volume sub-panel, each showing the
+size it will bake before it runs, and the research baselines under Texture > Advanced. The first
+draw in an interactive Blender starts compiling the kernels in the background (warmup.py)."""
 import bpy
 
-from . import operators
+from . import warmup
 from .properties import MAIN_METHODS, METHOD_ITEMS
 
 
@@ -54,9 +55,10 @@ def _draw_shared(layout, scene, s):
     row.prop(s, "seed")
     row.prop(s, "overwrite")
     layout.prop(s, "bake_simulations")
-    hint = operators.first_bake_hint()
-    if hint:
-        layout.label(text=hint, icon='INFO')
+    warmup.start_on_first_use(scene)     # compiles in the background, once a session
+    notice = warmup.status()
+    if notice:
+        layout.label(text=notice[0], icon=notice[1])
 
 
 def _draw_texture(layout, scene, s):

@@ -17,6 +17,26 @@ import taichi as ti
 from . import grid, rng
 
 
+@ti.func
+def stored_lookup(st_ids: ti.template(), st_off: ti.template(), st_keys: ti.template(), plane, key):
+    """Row of `key` among the stored (re-anchored) sub-cells of `plane`, or -1: the rows of plane
+    st_ids[a] are st_off[a]..st_off[a+1], sorted by key (binary search). Shared by the 2D and 3D
+    flow-map kernels."""
+    row = -1
+    for a in range(st_ids.shape[0]):
+        if st_ids[a] == plane:
+            lo, hi = st_off[a], st_off[a + 1]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if st_keys[mid] < key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < st_off[a + 1] and st_keys[lo] == key:
+                row = lo
+    return row
+
+
 def build(F):
     """The kernels, with the thresholds and levels of core2d.flowmap F (passed in: no import cycle)."""
     key_of, gauss_at = rng.taichi_keyed()
@@ -222,18 +242,7 @@ def build(F):
         """Row of cell (ci, cj) of `plane` among the stored sub-cells, or -1 (binary search)."""
         row = -1
         if ci >= 0 and ci < H and cj >= 0 and cj < W:
-            key = ci * W + cj
-            for a in range(st_ids.shape[0]):
-                if st_ids[a] == plane:
-                    lo, hi = st_off[a], st_off[a + 1]
-                    while lo < hi:
-                        mid = (lo + hi) // 2
-                        if st_pix[mid] < key:
-                            lo = mid + 1
-                        else:
-                            hi = mid
-                    if lo < st_off[a + 1] and st_pix[lo] == key:
-                        row = lo
+            row = stored_lookup(st_ids, st_off, st_pix, plane, ci * W + cj)
         return row
 
     @ti.func

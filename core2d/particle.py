@@ -74,14 +74,16 @@ _CF = None
 
 
 def _corner_func():
-    """ti.func: (cell index or -1, weight) of footprint corner (di, dj) of pixel (i, j)."""
+    """ti.funcs shared by the footprint and bilinear kernels: `source` (the footprint's top-left
+    cell, the fractional offsets and the clamped source point of pixel (i, j)), `weight` (corner
+    (di, dj)'s bilinear weight) and `corner` ((cell index or -1, weight) of that corner)."""
     global _CF
     if _CF is not None:
         return _CF
     import taichi as ti
 
     @ti.func
-    def corner(flow: ti.template(), i, j, H, W, di: ti.template(), dj: ti.template(), nearest: ti.template()):
+    def source(flow: ti.template(), i, j, H, W, nearest: ti.template()):
         cx = ti.min(ti.max(ti.cast(j, ti.f32) + flow[i, j, 0], -2.0), ti.cast(W + 1, ti.f32))
         cy = ti.min(ti.max(ti.cast(i, ti.f32) + flow[i, j, 1], -2.0), ti.cast(H + 1, ti.f32))
         if ti.static(nearest):
@@ -89,8 +91,10 @@ def _corner_func():
             cy = cy + 0.5
         j0 = ti.floor(cx)
         i0 = ti.floor(cy)
-        fx = cx - j0
-        fy = cy - i0
+        return ti.cast(i0, ti.i32), ti.cast(j0, ti.i32), cx - j0, cy - i0, cx, cy
+
+    @ti.func
+    def weight(fx, fy, di: ti.template(), dj: ti.template(), nearest: ti.template()):
         w = 0.0
         if ti.static(nearest):
             w = 1.0 if ti.static(di == 0 and dj == 0) else 0.0
@@ -98,15 +102,21 @@ def _corner_func():
             wy = fy if ti.static(di == 1) else 1.0 - fy
             wx = fx if ti.static(dj == 1) else 1.0 - fx
             w = wy * wx
-        ci = ti.cast(i0, ti.i32) + di
-        cj = ti.cast(j0, ti.i32) + dj
+        return w
+
+    @ti.func
+    def corner(flow: ti.template(), i, j, H, W, di: ti.template(), dj: ti.template(), nearest: ti.template()):
+        i0, j0, fx, fy, _, _ = source(flow, i, j, H, W, nearest)
+        w = weight(fx, fy, di, dj, nearest)
+        ci = i0 + di
+        cj = j0 + dj
         c = -1
         if ci >= 0 and ci < H and cj >= 0 and cj < W and w > 0:
             c = ci * W + cj
         return c, w
 
-    _CF = corner
-    return corner
+    _CF = source, weight, corner
+    return _CF
 
 
 def _kernels():
@@ -116,6 +126,7 @@ def _kernels():
     import taichi as ti
 
     nd = ti.types.ndarray
+    source, weight, _ = _corner_func()
 
     @ti.kernel
     def footprints(flow: nd(dtype=ti.f32, ndim=3), w: nd(dtype=ti.f32, ndim=1), cell00: nd(dtype=ti.i32, ndim=1),
@@ -127,26 +138,11 @@ def _kernels():
         H, W = flow.shape[0], flow.shape[1]
         for i, j in ti.ndrange(H, W):
             p = i * W + j
-            cx = ti.min(ti.max(ti.cast(j, ti.f32) + flow[i, j, 0], -2.0), ti.cast(W + 1, ti.f32))
-            cy = ti.min(ti.max(ti.cast(i, ti.f32) + flow[i, j, 1], -2.0), ti.cast(H + 1, ti.f32))
-            if ti.static(nearest):
-                cx = cx + 0.5
-                cy = cy + 0.5
-            j0 = ti.floor(cx)
-            i0 = ti.floor(cy)
-            fx = cx - j0
-            fy = cy - i0
-            ci0, cj0 = ti.cast(i0, ti.i32), ti.cast(j0, ti.i32)
+            ci0, cj0, fx, fy, cx, cy = source(flow, i, j, H, W, nearest)
             cell00[p] = ci0 * W + cj0
             s = 0.0
             for k in ti.static(range(4)):          # the footprint's 4 corners (not channels)
-                wk = 0.0
-                if ti.static(nearest):
-                    wk = 1.0 if ti.static(k == 0) else 0.0
-                else:
-                    wy = fy if ti.static(_CORNERS[k][0] == 1) else 1.0 - fy
-                    wx = fx if ti.static(_CORNERS[k][1] == 1) else 1.0 - fx
-                    wk = wy * wx
+                wk = weight(fx, fy, _CORNERS[k][0], _CORNERS[k][1], nearest)
                 ci, cj = ci0 + _CORNERS[k][0], cj0 + _CORNERS[k][1]
                 w[4 * p + k] = 0.0
                 if ci >= 0 and ci < H and cj >= 0 and cj < W and wk > 0:
@@ -216,7 +212,7 @@ def bilinear_taichi(x, flow, seed, frame, work=None):
 
         site_key, gauss_at = rng.taichi_sites()
         nd = ti.types.ndarray
-        corner = _corner_func()
+        corner = _corner_func()[2]
 
         @ti.kernel
         def interp(x: nd(dtype=ti.f32, ndim=2), flow: nd(dtype=ti.f32, ndim=3), y: nd(dtype=ti.f32, ndim=2),

@@ -11,6 +11,7 @@ import numpy as np
 import taichi as ti
 
 from core2d import _taichi, rng
+from core2d._flowmap_kernels import stored_lookup
 
 _K = None
 
@@ -141,18 +142,7 @@ def _kernels():
                 plane = dplane[ldst[s0]]
                 row = -1                                    # stored (re-anchored) voxel: its row
                 if ci >= 0 and ci < X and cj >= 0 and cj < Y and ck >= 0 and ck < Z:
-                    key = (ti.cast(ci, ti.i64) * Y + cj) * Z + ck
-                    for a in range(st_ids.shape[0]):
-                        if st_ids[a] == plane:
-                            lo, hi = st_off[a], st_off[a + 1]
-                            while lo < hi:
-                                mid = (lo + hi) // 2
-                                if st_vox[mid] < key:
-                                    lo = mid + 1
-                                else:
-                                    hi = mid
-                            if lo < st_off[a + 1] and st_vox[lo] == key:
-                                row = lo
+                    row = stored_lookup(st_ids, st_off, st_vox, plane, (ti.cast(ci, ti.i64) * Y + cj) * Z + ck)
                 owner = ti.Vector([-1] * 64, ti.i32)        # each sub-cell's owner (list position)
                 for f in range(n_sub):
                     fi, fj, fk = 0, 0, 0

@@ -10,44 +10,67 @@ import time
 
 import numpy as np
 
-METHODS_2D = ("particle", "grid", "nearest", "upsample", "bilinear", "gp", "jacobian")
-METHODS_3D = ("particle", "supersample")
+METHODS_2D = ("particle", "grid", "nearest", "upsample", "bilinear", "gp", "jacobian", "flowmap")
+METHODS_3D = ("particle", "supersample", "flowmap")
 
 
 def warmup(methods=METHODS_2D, volume=METHODS_3D, log=None):
-    """Step a tiny warper of each method through a map that takes every code path (a rotation,
-    and a zoom in that overflows the fixed request slots). Returns {name: seconds}."""
+    """Step a tiny warper of each method through maps that take every code path (a rotation,
+    then a zoom in that overflows the fixed request slots; for 'flowmap' also a revealed strip
+    and the zoom's re-anchoring), and with any volume method the mesh-motion neighbour search.
+    Returns {name: seconds}."""
     import core2d
     import noise3d
     from core2d import _taichi
+    from noise3d.nearest import SampleGrid
 
     arch = _taichi.init()
     if log:
         print(f"noisewarp: compiling for {arch} into {_taichi.cache_dir()}", file=log)
+    times = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        fn()
+        times[name] = time.perf_counter() - t
+        if log:
+            print(f"  {name:18s} {times[name]:6.1f} s", file=log, flush=True)
+
     H, W = 12, 16
     ii, jj = np.mgrid[0:H, 0:W].astype(np.float32)
     cx, cy = jj + 0.5 - W / 2, ii + 0.5 - H / 2
     th = np.deg2rad(5.0)
-    rotate = np.stack([np.cos(th) * cx - np.sin(th) * cy - cx, np.sin(th) * cx + np.cos(th) * cy - cy], -1)
-    zoom_in = np.stack([cx / 3 - cx, cy / 3 - cy], -1).astype(np.float32)
-    times = {}
-    for name in methods:
-        t = time.perf_counter()
+    rotate = np.stack([np.cos(th) * cx - np.sin(th) * cy - cx, np.sin(th) * cx + np.cos(th) * cy - cy],
+                      -1).astype(np.float32)
+    zoom_in = np.stack([cx / 3 - cx, cy / 3 - cy], -1).astype(np.float32)   # flowmap: areas 1/9 re-anchor
+    strip = np.zeros((H, W), bool)
+    strip[:, 0] = True
+
+    def flat(name):
         method, footprint = ("particle", "jacobian") if name == "jacobian" else (name, "unit")
         w = core2d.NoiseWarper(H, W, channels=4, method=method, seed=0, backend="taichi", footprint=footprint,
                                gp_features=16)
-        w.step(rotate.astype(np.float32))
+        w.step(rotate, revealed=strip if name == "flowmap" else None)
         w.step(zoom_in)
-        times[name] = time.perf_counter() - t
-        if log:
-            print(f"  {name:12s} {times[name]:6.1f} s", file=log, flush=True)
+
+    X, Y, Z = 4, 5, 6
+    c = np.stack(np.meshgrid(*(np.arange(n) + 0.5 - n / 2 for n in (X, Y, Z)), indexing="ij"), -1)
+    shrink = (c / 2 - c).astype(np.float32)                                 # flowmap: volumes 1/8 re-anchor
+    side = np.zeros((X, Y, Z), bool)
+    side[0] = True
+
+    def volumetric(name):
+        v = noise3d.VolumeWarper((X, Y, Z), channels=4, method=name, seed=0, backend="taichi", factor=2)
+        v.step(np.full((X, Y, Z, 3), 0.3, np.float32), revealed=side if name == "flowmap" else None)
+        if name == "flowmap":
+            v.step(shrink)
+
+    for name in methods:
+        timed(name, lambda: flat(name))
     for name in volume:
-        t = time.perf_counter()
-        v = noise3d.VolumeWarper((4, 5, 6), channels=4, method=name, seed=0, backend="taichi", factor=2)
-        v.step(np.full((4, 5, 6, 3), 0.3, np.float32))
-        times[f"volume {name}"] = time.perf_counter() - t
-        if log:
-            print(f"  volume {name:5s} {times[f'volume {name}']:6.1f} s", file=log, flush=True)
+        timed(f"volume {name}", lambda: volumetric(name))
+    if volume:
+        timed("volume mesh motion", lambda: SampleGrid(np.eye(3)).query(np.zeros((1, 3)), k=2))
     return times
 
 
@@ -59,7 +82,7 @@ def register(subparsers):
     p.add_argument("--methods", default=",".join(METHODS_2D),
                    help=f"2D methods to compile (default: all: {','.join(METHODS_2D)})")
     p.add_argument("--volume", default=",".join(METHODS_3D),
-                   help="volume methods to compile (default: all; empty: none)")
+                   help="volume methods to compile, with the mesh-motion search (default: all; empty: none)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_warmup)
 

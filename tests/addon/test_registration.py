@@ -229,10 +229,10 @@ def test_size_shown_before_baking(registered):
 
 
 def test_first_bake_of_a_session_says_it_compiles(registered, tmp_path, capsys):
-    from addon import operators
+    from addon import warmup
     scenes.moving_cube_scene()
-    operators._WARM.clear()
-    assert "compiles kernels" in operators.first_bake_hint()
+    warmup._WARM.clear()
+    assert "compiles kernels" in warmup.status()[0]
 
     def bake(folder, channels):
         assert bpy.ops.noise_warp.bake_texture(directory=str(tmp_path / folder), preview='NONE',
@@ -240,11 +240,71 @@ def test_first_bake_of_a_session_says_it_compiles(registered, tmp_path, capsys):
         return capsys.readouterr().out
 
     out = bake("a", 1)
-    assert "compiling the noise kernels for these settings, once per session" in out
+    assert "compiling the noise kernels for this method, once per session" in out
     assert re.search(r"\(\d+\.\d s of it went to compiling the noise kernels", out)
-    assert operators.first_bake_hint() == ""
+    assert warmup.status() is None
     assert "compiling" not in bake("b", 1)
-    assert "compiling" in bake("c", 2)     # the channel count shapes the kernels
+    assert "compiling" not in bake("c", 2)     # the kernels loop over the channels at run time
+
+
+def _warm_up_threads():
+    import threading
+    return [t for t in threading.enumerate() if t.name == "noise_warp kernel warm-up"]
+
+
+def test_warm_up_in_the_background_then_bake_without_compiling(registered, tmp_path, capsys):
+    """api.warmup(background=True) returns at once, the panel says it compiles, a bake started
+    meanwhile waits for it and gets the same noise; afterwards bakes compile nothing."""
+    from core2d import _taichi
+
+    from addon import api, panels, warmup
+    scenes.moving_cube_scene()
+    warmup._WARM.clear()
+    with pytest.raises(api.BakeError, match="volume method must be one of particle, flowmap; got 'grid'"):
+        api.warmup(volume_methods=["grid"], background=True)
+    with _taichi.LOCK:            # the worker waits for it: still running when the call returns
+        job = api.warmup(background=True)
+        assert not job.done and not job.wait(0.2) and len(_warm_up_threads()) == 1
+        assert warmup.status() == (warmup.RUNNING, 'TIME')
+        assert ("label", "Compiling noise kernels… (first use only)") in draw_panel(panels.classes[0])
+    assert bpy.ops.noise_warp.bake_texture(directory=str(tmp_path / "during"), preview='NONE',
+                                           channels=2) == {'FINISHED'}
+    assert job.wait(600) and job.error is None and not _warm_up_threads()
+    assert set(job.keys) == {("TEXTURE", "particle"), ("TEXTURE", "flowmap"), ("TEXTURE", "grid"),
+                             ("VOLUME", "particle"), ("VOLUME", "flowmap")}
+    assert set(job.seconds) | {("TEXTURE", "particle")} == set(job.keys)   # the bake may have done particle
+    assert warmup.status() is None
+    assert not [e for e in draw_panel(panels.classes[0]) if e[0] == "label" and "ompil" in e[1]]
+    capsys.readouterr()
+    for method in ("PARTICLE", "FLOWMAP", "GRID"):
+        assert bpy.ops.noise_warp.bake_texture(directory=str(tmp_path / method), preview='NONE',
+                                               channels=2, method=method) == {'FINISHED'}
+    assert "compiling" not in capsys.readouterr().out
+    assert np.array_equal(np.load(str(tmp_path / "during" / "noise.npy")),
+                          np.load(str(tmp_path / "PARTICLE" / "noise.npy")))
+    assert api.warmup().done and not api.warmup().seconds      # everything warm: nothing to do
+
+
+def test_panel_warms_up_only_in_an_interactive_blender(registered):
+    """`blender -b` (and the bpy module) never starts the warm-up by itself: not on register,
+    not when the panel is drawn; in an interactive Blender the first draw starts it, once."""
+    from addon import panels, warmup
+    scene, _ = scenes.moving_cube_scene()
+    assert bpy.app.background
+    warmup._WARM.clear()
+    warmup._asked = False
+    jobs = len(warmup._jobs)
+    registered.unregister()
+    registered.register()
+    labels = [e[1] for e in draw_panel(panels.classes[0]) if e[0] == "label"]
+    assert len(warmup._jobs) == jobs and not _warm_up_threads() and not warmup._asked
+    assert warmup.FIRST_BAKE in labels
+    scene.noise_warp.method, scene.noise_warp.volume_method = 'GRID', 'FLOWMAP'
+    job = warmup.start_on_first_use(scene, interactive=True)     # what a draw in the UI does
+    assert job is not None and warmup.start_on_first_use(scene, interactive=True) is None
+    assert job.keys[0] == ("TEXTURE", "grid") and job.keys[3] == ("VOLUME", "flowmap")  # the scene's first
+    assert job.wait(600) and job.error is None
+    assert warmup.status() is None
 
 
 def test_open_output_folder_explains_what_is_missing(registered, tmp_path):

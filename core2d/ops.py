@@ -54,11 +54,12 @@ def upsample_flow(flow: np.ndarray, factor: int) -> np.ndarray:
     return (out * np.float32(factor)).astype(np.float32)
 
 
-def degrade(noise: np.ndarray, alpha, seed: int, frame: int) -> np.ndarray:
+def degrade(noise: np.ndarray, alpha, seed: int, frame: int, backend: str = "numpy") -> np.ndarray:
     """Mix in fresh noise: ((1-α) y + α ε) / sqrt((1-α)² + α²), still N(0,1).
 
     alpha: a scalar or an array broadcastable to noise's spatial shape (a per-pixel mask).
-    Correlation with the input is (1-α)/sqrt((1-α)² + α²). ε is keyed by (seed, frame, pixel).
+    Correlation with the input is (1-α)/sqrt((1-α)² + α²). ε is keyed by (seed, frame, pixel);
+    backend "taichi" draws it in a kernel (the same ε).
     """
     alpha = np.asarray(alpha)
     if alpha.dtype.kind not in "fiu":
@@ -75,7 +76,7 @@ def degrade(noise: np.ndarray, alpha, seed: int, frame: int) -> np.ndarray:
     if alpha.ndim == 0 and float(alpha) == 0.0:
         return noise
     n = int(np.prod(noise.shape[:-1]))
-    eps = rng.gauss(seed, frame, rng.DEGRADE, np.arange(n), 0, noise.shape[-1]).reshape(noise.shape)
+    eps = rng.gauss_sites(seed, frame, rng.DEGRADE, np.arange(n), noise.shape[-1], backend).reshape(noise.shape)
     a = alpha[..., None] if alpha.ndim else alpha
     return (((1 - a) * noise + a * eps) / np.sqrt((1 - a) ** 2 + a ** 2)).astype(np.float32)
 

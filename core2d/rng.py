@@ -183,6 +183,40 @@ def gauss(seed: int, frame: int, stream: int, a, b, channels: int) -> np.ndarray
     return out
 
 
+def gauss_sites(seed: int, frame: int, stream: int, sites, channels: int, backend: str = "numpy") -> np.ndarray:
+    """`gauss(seed, frame, stream, sites, 0, channels)`: the normals of an integer array of draw
+    sites. backend "taichi" draws them in a kernel (same stream): fresh noise for revealed pixels
+    and degradation noise are drawn every frame, as many as the frame has pixels."""
+    sites = np.asarray(sites)
+    if backend != "taichi" or sites.size == 0:
+        return gauss(seed, frame, stream, sites, 0, channels)
+    global _SITES
+    if _SITES is None:
+        import taichi as ti
+
+        site_key, gauss_at = taichi_sites()
+
+        @ti.kernel
+        def draw(sites: ti.types.ndarray(dtype=ti.u32, ndim=1), out: ti.types.ndarray(dtype=ti.f32, ndim=2),
+                 base: ti.u32):
+            for s in range(sites.shape[0]):
+                key = site_key(base, sites[s], 0)
+                C = out.shape[1]
+                for pr in range((C + 1) // 2):          # channel pairs: a run-time loop
+                    f = gauss_at(key, ti.cast(pr, ti.u32))
+                    out[s, 2 * pr] = f[0]
+                    if 2 * pr + 1 < C:
+                        out[s, 2 * pr + 1] = f[1]
+
+        _SITES = draw
+    out = np.empty((sites.size, channels), np.float32)
+    _SITES(np.ascontiguousarray(sites.ravel().astype(np.uint32)), out, np.uint32(site_base(seed, frame, stream)))
+    return out.reshape(sites.shape + (channels,))
+
+
+_SITES = None
+
+
 def uniform(seed: int, frame: int, stream: int, a, b, pair) -> np.ndarray:
     """U(0,1) float32 from the same hash (used to draw random phases)."""
     return _uniform24(hash_key(seed, frame, stream, a, b, pair))

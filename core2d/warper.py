@@ -318,7 +318,8 @@ class NoiseWarper(Serialised):
             band = (frame % 3 + 1) * self._period / 4
             state[ii, jj] = np.stack([jj + 0.5, ii + 0.5 + band], -1).astype(np.float32)
         else:
-            state[ii, jj] = rng.gauss(self._key, frame, rng.REVEALED, ii * self._shape[1] + jj, 0, self.channels)
+            state[ii, jj] = rng.gauss_sites(self._key, frame, rng.REVEALED, ii * self._shape[1] + jj, self.channels,
+                                            self.backend)
         return state
 
     def _output(self, state, frame, alpha):
@@ -332,7 +333,7 @@ class NoiseWarper(Serialised):
         else:
             y = state
         y = pool(y, self.supersample * self.latent_factor)
-        y = degrade(y, alpha, self._key, frame)
+        y = degrade(y, alpha, self._key, frame, self.backend)
         if y is state:                           # a copy the caller owns, in recycled memory
             return self._work.output(y, self.dtype)
         return y.astype(self.dtype, copy=False)

@@ -331,7 +331,9 @@ class VolumeWarper(Serialised):
                 fine = np.repeat(np.repeat(np.repeat(revealed, f, 0), f, 1), f, 2) if f > 1 else revealed
                 idx = np.nonzero(fine.ravel())[0]
                 y = y.copy()
-                y.reshape(-1, self.channels)[idx] = rng.gauss(self.seed, frame, rng.REVEALED, idx, 0, self.channels)
+                with _taichi.lock(self.backend):
+                    y.reshape(-1, self.channels)[idx] = rng.gauss_sites(self.seed, frame, rng.REVEALED, idx,
+                                                                        self.channels, self.backend)
             self._state = y
             self.frame = frame
             return self.noise

@@ -16,8 +16,8 @@ METHODS_3D = ("particle", "supersample", "flowmap")
 
 def warmup(methods=METHODS_2D, volume=METHODS_3D, log=None):
     """Step a tiny warper of each method through maps that take every code path (a rotation,
-    then a zoom in that overflows the fixed request slots; for 'flowmap' also a revealed strip
-    and the zoom's re-anchoring), and with any volume method the mesh-motion neighbour search.
+    with a revealed strip, then a zoom in that overflows the fixed request slots and makes
+    'flowmap' re-anchor), and with any volume method the mesh-motion neighbour search.
     Returns {name: seconds}."""
     import core2d
     import noise3d
@@ -50,7 +50,7 @@ def warmup(methods=METHODS_2D, volume=METHODS_3D, log=None):
         method, footprint = ("particle", "jacobian") if name == "jacobian" else (name, "unit")
         w = core2d.NoiseWarper(H, W, channels=4, method=method, seed=0, backend="taichi", footprint=footprint,
                                gp_features=16)
-        w.step(rotate, revealed=strip if name == "flowmap" else None)
+        w.step(rotate, revealed=strip)          # every method: fresh noise for revealed pixels
         w.step(zoom_in)
 
     X, Y, Z = 4, 5, 6
@@ -61,7 +61,7 @@ def warmup(methods=METHODS_2D, volume=METHODS_3D, log=None):
 
     def volumetric(name):
         v = noise3d.VolumeWarper((X, Y, Z), channels=4, method=name, seed=0, backend="taichi", factor=2)
-        v.step(np.full((X, Y, Z, 3), 0.3, np.float32), revealed=side if name == "flowmap" else None)
+        v.step(np.full((X, Y, Z, 3), 0.3, np.float32), revealed=side)
         if name == "flowmap":
             v.step(shrink)
 

@@ -39,8 +39,10 @@ def _init():
         return _ARCH
     import taichi as ti
 
+    # fast_math off: kernels do the float operations the NumPy references do (no fused
+    # multiply-adds, no approximate exp/log), so the shared RNG gives the same bits on both
     kwargs = dict(offline_cache=True, offline_cache_file_path=cache_dir(), log_level=ti.ERROR,
-                  default_fp=ti.f32, default_ip=ti.i32, random_seed=0)
+                  default_fp=ti.f32, default_ip=ti.i32, random_seed=0, fast_math=False)
     threads = os.environ.get("NOISEWARP_THREADS")
     if threads:
         kwargs["cpu_max_num_threads"] = int(threads)

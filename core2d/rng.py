@@ -10,7 +10,9 @@ channels 2k and 2k+1. The normal is Marsaglia & Tsang's ziggurat with 128 layers
 that no bit is used twice (layer: bits 0-6, sign: bit 7, abscissa: bits 8-31); 98.8 % of
 draws take the table-lookup fast path, which is ~2× cheaper than Box-Muller in the kernels.
 A rejected draw re-hashes its own state, so the sequence stays a function of the key. The
-rare tail draws use a log written out here (the same float32 operations on both backends).
+rare tail draws use a log, and the wedge test an exp, written out here: the same float32
+operations on both backends (the kernels are compiled without fast-math, so no fused
+multiply-adds), hence the same bits.
 """
 
 
@@ -73,6 +75,10 @@ def hash_key(seed: int, frame: int, stream: int, a, b, pair) -> np.ndarray:
 
 _LN2 = np.float32(np.log(2.0))
 _LOG_C = [np.float32(1.0 / k) for k in (11, 9, 7, 5, 3)]
+_INV_LN2 = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693145751953125)       # ln 2 to 16 bits: k · _LN2_HI is exact for |k| < 2**8
+_LN2_LO = np.float32(1.428606765330187e-06)   # the rest of ln 2
+_EXP_C = [np.float32(1.0 / f) for f in (720, 120, 24, 6, 2, 1, 1)]   # Taylor series of e^r, |r| <= ln2/2
 _NEXT_U = 0x85EBCA6B      # a draw's next uniform: mix(state ^ _NEXT_U)
 _RESTART = 0xC2B2AE35     # a rejected draw's next attempt: mix(state ^ _RESTART)
 _ZIG_R = 3.442619855899   # start of the tail
@@ -113,6 +119,18 @@ def _log(u):
     return np.float32(2) * t * p + e.astype(np.float32) * _LN2
 
 
+def _exp(y):
+    """e^y for float32 y in the ziggurat's wedge (-r²/2 <= y <= 0): y = k ln2 + r, a degree-6
+    series for e^r, 2^k from the bits. Written out like `_log` so that both backends compare
+    the same float32 number (np.exp and LLVM's expf differ in the last bit now and then)."""
+    k = np.floor(y * _INV_LN2 + np.float32(0.5))
+    r = (y - k * _LN2_HI) - k * _LN2_LO
+    p = _EXP_C[0]
+    for c in _EXP_C[1:]:
+        p = p * r + c
+    return p * ((k.astype(np.int32) + 127) << 23).view(np.float32)
+
+
 def _uniform24(h):
     return ((h >> np.uint32(8)).astype(np.float32) + np.float32(0.5)) * _U24
 
@@ -150,7 +168,7 @@ def _ziggurat(u):
                 t = np.nonzero(wedge)[0]
                 v[t] = _mix(v[t] ^ np.uint32(_NEXT_U))
                 uf = _uniform24(v[t])
-                ok = _ZF[i[t]] + uf * (_ZF[i[t] - 1] - _ZF[i[t]]) < np.exp(np.float32(-0.5) * x[t] * x[t])
+                ok = _ZF[i[t]] + uf * (_ZF[i[t] - 1] - _ZF[i[t]]) < _exp(np.float32(-0.5) * x[t] * x[t])
                 res[t[ok]] = x[t[ok]]
                 done[t[ok]] = True
             sign = np.where((v >> np.uint32(7)) & np.uint32(1), one, -one)
@@ -305,6 +323,15 @@ def _build():
         p = p * t2 + 1.0
         return 2.0 * t * p + ti.cast(e, ti.f32) * ti.f32(_LN2)
 
+    @ti.func
+    def ti_exp(y):
+        k = ti.floor(y * ti.f32(_INV_LN2) + 0.5)
+        r = (y - k * ti.f32(_LN2_HI)) - k * ti.f32(_LN2_LO)
+        p = ti.f32(_EXP_C[0])
+        for c in ti.static(range(1, len(_EXP_C))):
+            p = p * r + ti.f32(_EXP_C[c])
+        return p * ti.bit_cast((ti.cast(k, ti.i32) + 127) << 23, ti.f32)
+
     K = ti.field(ti.u32, 128)
     Wt = ti.field(ti.f32, 128)
     Ft = ti.field(ti.f32, 128)
@@ -341,7 +368,7 @@ def _build():
                         res = ti.f32(_ZIG_R) + xx
             else:
                 u = mix(u ^ ti.u32(_NEXT_U))
-                if Ft[i] + u24(u) * (Ft[i - 1] - Ft[i]) < ti.exp(-0.5 * x * x):
+                if Ft[i] + u24(u) * (Ft[i - 1] - Ft[i]) < ti_exp(-0.5 * x * x):
                     done = True
                     res = x
             if not done:
@@ -409,7 +436,7 @@ def _build():
 
     _TI = types.SimpleNamespace(hash=ti_hash, gauss_pair=ti_gauss_pair, uniform=ti_uniform, key=ti_key,
                                 site_key=site_key, gauss_at=ti_gauss_at, gauss4_at=ti_gauss4_at, mix=mix,
-                             ziggurat=ziggurat)
+                             ziggurat=ziggurat, exp=ti_exp, log=ti_log)
     return _TI
 
 

@@ -205,10 +205,8 @@ def test_numpy_reference_and_taichi_kernels_agree(depth):
         ya, yb = a.step(f, revealed=m), b.step(f, revealed=m)
         assert a.last_stats == b.last_stats
         np.testing.assert_allclose(a._state.corners, b._state.corners, atol=1e-9)
-        # the shared RNG's NumPy and Taichi normals differ about once in 10^7 draws (a float32 exp in
-        # the ziggurat's wedge test): allow one value in 2000 to be off
-        bad = np.abs(ya - yb) > 2e-4
-        assert bad.mean() < 5e-4, f"step {t + 1}: {bad.sum()} values differ"
+        # one RNG stream, the same bits on both backends: only float rounding differs
+        np.testing.assert_allclose(ya, yb, rtol=1e-4, atol=1e-4, err_msg=f"step {t + 1}")
 
 
 _SCRIPT = """

@@ -227,8 +227,7 @@ def test_jacobian_footprint_integrates_what_the_pixel_covers():
 
 @pytest.mark.parametrize("method", tuple(m for m in core2d.METHODS if m != "flowmap") + ("particle/jacobian",))
 def test_numpy_reference_and_taichi_kernel_agree(method):
-    # flowmap draws ~100× more normals a pixel: test_flowmap.py allows the shared RNG's rare
-    # NumPy/Taichi mismatches (about one normal in 10^7)
+    # flowmap's agreement test is in test_flowmap.py
     Hs, Ws = 40, 48
     flows = [rotation(Hs, Ws, 7), maps(Hs, Ws)["random"], maps(Hs, Ws)["zoom_out8"]]
     method, _, footprint = method.partition("/")

@@ -106,7 +106,8 @@ def side_worker(cfg):
 
     'ours': NoiseWarper.step. 'reference': the public reference's per-frame driver body
     (set_deformation, set_noise, run, noise_field.to_numpy(), as its test.py does), with its
-    kernel on Taichi's CPU backend in float64 (its default_fp) instead of its ti.gpu.
+    kernel on Taichi's CPU backend in float64 (its default_fp) instead of the GPU arch its test.py asks
+    for (which crashes on machines without one).
     """
     H, W, C, flow = cfg["height"], cfg["width"], 4, case_flow(cfg["case"], cfg["height"], cfg["width"])
     if cfg["side"] == "ours":

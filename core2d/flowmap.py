@@ -805,6 +805,31 @@ def _compose_taichi(fm, flow, new, frame):
     return corners, plane, jac
 
 
+def plane_boxes(lo, hi, planes):
+    """The cells each reference plane's requests reach, for the kernels' dense cell tables: plane
+    ids (sorted), each request's plane slot, and each plane's first cell and box size [n_planes, D],
+    from the requests' cell bounds lo, hi [n, D] (inclusive). Shared with noise3d's flow map."""
+    ids, slot = np.unique(planes, return_inverse=True)
+    first = np.full((len(ids), lo.shape[1]), np.iinfo(np.int64).max)
+    last = np.full((len(ids), lo.shape[1]), np.iinfo(np.int64).min)
+    np.minimum.at(first, slot, lo)
+    np.maximum.at(last, slot, hi)
+    return ids, slot.astype(np.int32), first, last - first + 1
+
+
+def stored_table(stored, empty_values, key_dtype):
+    """The stored (re-anchored) sub-cells as the kernels' `stored_lookup` reads them: plane ids
+    (sorted), each plane's row offsets, the rows' cell keys and values (`empty_values`, one dummy
+    row, when nothing is stored). Shared with noise3d's flow map."""
+    ids = np.array(sorted(stored), np.int64)
+    off = np.zeros(len(ids) + 1, np.int32)
+    off[1:] = np.cumsum([len(stored[a][0]) for a in ids])
+    if not len(ids):
+        return ids, off, np.zeros(1, key_dtype), empty_values
+    keys = np.concatenate([stored[a][0] for a in ids]).astype(key_dtype)
+    return ids, off, keys, np.ascontiguousarray(np.concatenate([stored[a][1] for a in ids]), np.float32)
+
+
 def _values_taichi(dest, stored, shape, seed, frame, channels, depth):
     """`integrate` + normalisation on the Taichi kernels: requests, a table of each plane's cells,
     one thread per cell, then each destination gathers its requests."""
@@ -820,15 +845,10 @@ def _values_taichi(dest, stored, shape, seed, frame, channels, depth):
     rstart = np.zeros(n + 1, np.int32)
     np.cumsum(nslots, out=rstart[1:])
     R = int(rstart[-1])
-    planes, slot = np.unique(plane, return_inverse=True)
-    slot = slot.astype(np.int32)
     lo = np.floor(np.minimum.reduce([P[:, e] for e in range(4)])).astype(np.int64)
     hi = np.maximum(np.ceil(np.maximum.reduce([P[:, e] for e in range(4)])).astype(np.int64) - 1, lo)
-    first = np.full((len(planes), 2), np.iinfo(np.int64).max)
-    last = np.full((len(planes), 2), np.iinfo(np.int64).min)
-    np.minimum.at(first, slot, lo)
-    np.maximum.at(last, slot, hi)
-    size = (last - first + 1)[:, ::-1]                   # rows, columns of each plane's table
+    _, slot, first, size = plane_boxes(lo, hi, plane)
+    size = size[:, ::-1]                                 # rows, columns of each plane's table
     tb = np.stack([np.cumsum(size.prod(1)) - size.prod(1), first[:, 1], first[:, 0], size[:, 1]], 1).astype(np.int64)
     base = int(size.prod(1).sum())
     dense = base <= max(TABLE_SLACK * R, 1 << 20)
@@ -847,12 +867,7 @@ def _values_taichi(dest, stored, shape, seed, frame, channels, depth):
     M = max(int(start[-1]), 1)                  # requests that overlap: list positions, cell by cell
     lst, ldst, lA, lL = np.empty(M, np.int32), np.empty(M, np.int32), np.empty(M, np.float32), np.empty((M, 4, 2), np.float32)
     by_cell(rtab, start, np.zeros(len(ncell), np.int32), rdst, rA, rL, lst, ldst, lA, lL)
-    ids = np.array(sorted(stored), np.int64)
-    st_off = np.zeros(len(ids) + 1, np.int32)
-    st_off[1:] = np.cumsum([len(stored[a][0]) for a in ids])
-    st_pix = np.concatenate([stored[a][0] for a in ids]).astype(np.int32) if len(ids) else np.zeros(1, np.int32)
-    st_val = (np.ascontiguousarray(np.concatenate([stored[a][1] for a in ids]), np.float32) if len(ids)
-              else np.zeros((1, K * K, C), np.float32))
+    ids, st_off, st_pix, st_val = stored_table(stored, np.zeros((1, K * K, C), np.float32), np.int32)
     L = max(depth, KEEP)
     acc, claim, fold = np.zeros((M, C), np.float32), np.zeros(M, np.float32), np.zeros(M, np.int32)
     miss = np.zeros(M, np.float32)

@@ -12,6 +12,7 @@ import taichi as ti
 
 from core2d import _taichi, rng
 from core2d._flowmap_kernels import stored_lookup
+from core2d.flowmap import plane_boxes, stored_table
 
 _K = None
 
@@ -78,6 +79,13 @@ def _kernels():
             c = rtab[r]
             t = start[c] + ti.atomic_add(cursor[c], 1)
             lst[t], ldst[t] = r, rdst[r]
+
+    @ti.func
+    def hadamard(m, q):
+        """Entry (m, q) of the 8×8 Hadamard matrix (Sylvester order): the sign normal m of a
+        cell's split gives child q."""
+        b = m & q
+        return 1.0 - 2.0 * ti.cast(((b >> 2) ^ (b >> 1) ^ b) & 1, ti.f32)
 
     @ti.func
     def det3(ax, ay, az, bx, by, bz, cx, cy, cz):
@@ -169,8 +177,7 @@ def _kernels():
                     for m in range(1, 8):
                         nu = draw(seed, plane, 0, ci, cj, ck, m, NP, pr)
                         for q in range(8):
-                            b = m & q
-                            sg = 1.0 - 2.0 * ti.cast(((b >> 2) ^ (b >> 1) ^ b) & 1, ti.f32)
+                            sg = hadamard(m, q)
                             for e in ti.static(range(2)):
                                 v1[q, e] += sg * nu[e] / 8              # sqrt|cell| / 8, |cell| = 1
                     if row >= 0:
@@ -187,8 +194,7 @@ def _kernels():
                             for m in range(1, 8):
                                 nu = draw(seed, plane, 1, pi, pj, pk, m, NP, pr)
                                 for q in range(8):
-                                    b = m & q
-                                    sg = 1.0 - 2.0 * ti.cast(((b >> 2) ^ (b >> 1) ^ b) & 1, ti.f32)
+                                    sg = hadamard(m, q)
                                     for e in ti.static(range(2)):
                                         v2[8 * p + q, e] += sg * nu[e] * ti.f32(2.0 ** -1.5 / 8)
                     for f in range(n_sub):
@@ -246,14 +252,9 @@ def integrate(F, hexes, sign, planes, keys, stored, shape, seed, frame, channels
     np.cumsum(nslots, out=rstart[1:])
     R = int(rstart[-1])
     planes = np.asarray(planes, np.int64)
-    ids, slot = np.unique(planes, return_inverse=True)
     lo = np.floor(P.min(1)).astype(np.int64)
     hi = np.maximum(np.ceil(P.max(1)).astype(np.int64) - 1, lo)
-    first = np.full((len(ids), 3), np.iinfo(np.int64).max)
-    last = np.full((len(ids), 3), np.iinfo(np.int64).min)
-    np.minimum.at(first, slot, lo)
-    np.maximum.at(last, slot, hi)
-    size = last - first + 1
+    _, slot, first, size = plane_boxes(lo, hi, planes)
     vol = size.prod(1)
     tb = np.concatenate([(np.cumsum(vol) - vol)[:, None], first, size[:, 1:]], 1).astype(np.int64)
     base = int(vol.sum())
@@ -261,17 +262,12 @@ def integrate(F, hexes, sign, planes, keys, stored, shape, seed, frame, channels
         raise ValueError(f"the preimages of one anchor span {base} cells: too far apart for the volume flow map")
     ncell = np.zeros(base, np.int32)
     rdst, rcell, rtab = np.empty(R, np.int32), np.empty((R, 3), np.int32), np.empty(R, np.int64)
-    fill(P, rstart, slot.astype(np.int32), tb, rdst, rcell, rtab, ncell)
+    fill(P, rstart, slot, tb, rdst, rcell, rtab, ncell)
     start = np.zeros(base + 1, np.int64)
     np.cumsum(ncell, out=start[1:])
     lst, ldst = np.empty(R, np.int32), np.empty(R, np.int32)
     by_cell(rtab, start, np.zeros(base, np.int32), rdst, lst, ldst)
-    sids = np.array(sorted(stored), np.int64)
-    st_off = np.zeros(len(sids) + 1, np.int32)
-    st_off[1:] = np.cumsum([len(stored[a][0]) for a in sids])
-    st_vox = np.concatenate([stored[a][0] for a in sids]).astype(np.int64) if len(sids) else np.zeros(1, np.int64)
-    st_val = (np.ascontiguousarray(np.concatenate([stored[a][1] for a in sids]), np.float32) if len(sids)
-              else np.zeros((1, 8, C), np.float32))
+    sids, st_off, st_vox, st_val = stored_table(stored, np.zeros((1, 8, C), np.float32), np.int64)
     acc, cnt, pos = np.zeros((R, C), np.float32), np.zeros(R, np.int32), np.zeros(R, np.int32)
     X, Y, Z = shape
     cells(P, np.ascontiguousarray(sign, np.float64), np.ascontiguousarray(F.TETS, np.int32), planes, rcell, start, lst, ldst, pos, sids, st_off, st_vox,

@@ -1,6 +1,12 @@
 """Shared test helpers: statistical checks with thresholds derived from the sample size, and maps."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 from scipy import stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 Z = 4.5  # standard errors: with ~1,500 checks a run, a correct method fails one with probability < 1 %
 
@@ -136,3 +142,13 @@ def transport_ratio(y_t, y_t0, q, perfect):
     b = np.asarray(y_t0, np.float64).reshape(-1, C)[q.ravel()[ok]]
     r = float(np.mean(a * b))
     return r, r / float(perfect.ravel()[ok].mean()), int(ok.sum()) * C
+
+
+def run_script(script, threads, timeout=600):
+    """The last line `script` prints, run in a fresh process with `threads` Taichi threads on the
+    CPU; {root} and {tests} in the script are the repository and tests/core2d (for `helpers`)."""
+    env = dict(os.environ, NOISEWARP_THREADS=str(threads), NOISEWARP_TI_ARCH="cpu")
+    code = script.format(root=ROOT, tests=os.path.join(ROOT, "tests", "core2d"))
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout.strip().splitlines()[-1]

@@ -1,18 +1,14 @@
 """The public API contract: determinism, bad input, state save/restore, options."""
 import hashlib
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import core2d
 
-from .helpers import assert_white, rotation
+from .helpers import assert_white, rotation, run_script
 
 H, W, C = 32, 40, 4
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _SCRIPT = """
 import hashlib, sys
@@ -32,11 +28,7 @@ print(out.hexdigest())
 
 
 def _run(threads):
-    env = dict(os.environ, NOISEWARP_THREADS=str(threads), NOISEWARP_TI_ARCH="cpu")
-    code = _SCRIPT.format(root=ROOT, tests=os.path.join(ROOT, "tests", "core2d"))
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return res.stdout.strip().splitlines()[-1]
+    return run_script(_SCRIPT, threads, timeout=300)
 
 
 def test_same_seed_same_bytes_across_processes_and_thread_counts():

@@ -1,9 +1,6 @@
 """Flow-map noise (core2d.flowmap): white every frame, coherent with frame 0 after many frames,
 consecutive frames as coherent as exact transport, revealed content fresh, static content kept
 bit for bit; the NumPy reference and the Taichi kernels agree and do not depend on threads."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,10 +8,9 @@ import pytest
 import core2d
 from core2d import flowmap
 
-from .helpers import Z, Motion, assert_white, corr, maps, rotation, transport_ratio
+from .helpers import Z, Motion, assert_white, corr, maps, rotation, run_script, transport_ratio
 
 C = 8
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def warper(H, W, channels=C, **kw):
@@ -227,11 +223,7 @@ print(out.hexdigest())
 
 
 def _run(threads):
-    env = dict(os.environ, NOISEWARP_THREADS=str(threads), NOISEWARP_TI_ARCH="cpu")
-    code = _SCRIPT.format(root=ROOT, tests=os.path.join(ROOT, "tests", "core2d"))
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return res.stdout.strip().splitlines()[-1]
+    return run_script(_SCRIPT, threads, timeout=600)
 
 
 def test_same_bytes_with_one_and_two_threads():
